@@ -1,0 +1,76 @@
+#pragma once
+/// @file layers/activations.hpp
+/// @brief Element-wise activation layers: relu, gelu (exact, erf-based), silu.
+///
+/// Activations are layers of their own (not template parameters of other layers), so a model
+/// lists them like any other layer and no layer type multiplies per activation.
+
+#include <cmath>
+#include <string>
+
+#include "../tensor.hpp"
+
+namespace tern {
+namespace detail {
+
+/// Shared plumbing of element-wise layers: keep the input, map forward and backward per element.
+template <class Derived>
+class elementwise {
+public:
+    tensor forward(const tensor& x) {
+        input_ = x;
+        tensor y(detail::to_shape(x.shape()));
+        const float* in = x.data();
+        float* out = y.data();
+        for (std::size_t i = 0, n = x.size(); i < n; ++i) out[i] = Derived::value(in[i]);
+        return y;
+    }
+
+    tensor backward(const tensor& grad_output) {
+        require(grad_output.shape() == input_.shape(), Derived::label, ": expected output gradient of shape ",
+                shape_string(input_.shape()), ", got ", shape_string(grad_output.shape()));
+        tensor dx(detail::to_shape(input_.shape()));
+        const float* in = input_.data();
+        const float* g = grad_output.data();
+        float* out = dx.data();
+        for (std::size_t i = 0, n = input_.size(); i < n; ++i) out[i] = g[i] * Derived::derivative(in[i]);
+        return dx;
+    }
+
+    std::string describe() const { return Derived::label; }
+
+private:
+    tensor input_;
+};
+
+}  // namespace detail
+
+/// @brief max(x, 0).
+struct relu : detail::elementwise<relu> {
+    static constexpr const char* label = "relu";
+    static float value(float x) { return x > 0.0f ? x : 0.0f; }
+    static float derivative(float x) { return x > 0.0f ? 1.0f : 0.0f; }
+};
+
+/// @brief GELU, the exact form x * Phi(x) (PyTorch's default nn.GELU).
+struct gelu : detail::elementwise<gelu> {
+    static constexpr const char* label = "gelu";
+    static float value(float x) { return 0.5f * x * (1.0f + std::erf(x * 0.70710678118654752f)); }
+    static float derivative(float x) {
+        const float cdf = 0.5f * (1.0f + std::erf(x * 0.70710678118654752f));
+        const float pdf = 0.39894228040143268f * std::exp(-0.5f * x * x);
+        return cdf + x * pdf;
+    }
+};
+
+/// @brief SiLU (swish): x * sigmoid(x).
+struct silu : detail::elementwise<silu> {
+    static constexpr const char* label = "silu";
+    static float value(float x) { return x / (1.0f + std::exp(-x)); }
+    static float derivative(float x) {
+        const float s = 1.0f / (1.0f + std::exp(-x));
+        return s * (1.0f + x * (1.0f - s));
+    }
+};
+
+}  // namespace tern

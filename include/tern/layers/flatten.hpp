@@ -1,0 +1,39 @@
+#pragma once
+/// @file layers/flatten.hpp
+/// @brief Flattens [B, d1, d2, ...] to [B, d1*d2*...].
+
+#include <string>
+
+#include "../tensor.hpp"
+
+namespace tern {
+
+/// @brief Keeps the first axis and merges the rest.
+class flatten {
+public:
+    tensor forward(const tensor& x) {
+        detail::require(x.dimension() >= 1, "flatten: expected a tensor with a batch axis, got a scalar");
+        input_shape_ = detail::to_shape(x.shape());
+        const std::size_t batch = input_shape_[0];
+        tensor y = x;
+        y.reshape({batch, batch ? x.size() / batch : 0});
+        return y;
+    }
+
+    tensor backward(const tensor& grad_output) {
+        std::size_t n = 1;
+        for (auto d : input_shape_) n *= d;
+        detail::require(grad_output.size() == n, "flatten: expected output gradient with ", n, " elements, got ",
+                        grad_output.size());
+        tensor dx = grad_output;
+        dx.reshape(input_shape_);
+        return dx;
+    }
+
+    std::string describe() const { return "flatten"; }
+
+private:
+    shape_t input_shape_;
+};
+
+}  // namespace tern

@@ -1,0 +1,67 @@
+#pragma once
+/// @file layers/layer.hpp
+/// @brief The layer protocol every tern layer follows, and helpers to visit optional parts.
+///
+/// A layer is a class with
+///   - `tensor forward(const tensor& x)`: computes the output and keeps what backward needs;
+///   - `tensor backward(const tensor& grad_output)`: accumulates parameter gradients and returns
+///     the gradient with respect to the input of the last forward call;
+///   - `std::string describe() const`: a one-line description used in checkpoints.
+/// Optional members, found with `if constexpr (requires ...)`:
+///   - `void collect_parameters(parameter_list&, const std::string& prefix)`;
+///   - `void set_training(bool)` (dropout, batch norm);
+///   - `void set_quant_strength(float)` (quantized layers: the lambda of the spec);
+///   - `template <class Q> using rebind = ...` (the same layer in another policy) with a converting
+///     constructor, so a model converts between policies without restating its architecture.
+
+#include <concepts>
+#include <string>
+
+#include "../parameter.hpp"
+#include "../tensor.hpp"
+
+namespace tern {
+
+/// @brief What every layer provides.
+template <class L>
+concept layer = requires(L l, const L cl, const tensor& x) {
+    { l.forward(x) } -> std::convertible_to<tensor>;
+    { l.backward(x) } -> std::convertible_to<tensor>;
+    { cl.describe() } -> std::convertible_to<std::string>;
+};
+
+namespace detail {
+
+template <class L>
+void collect_parameters_of(L& l, parameter_list& out, const std::string& prefix) {
+    if constexpr (requires { l.collect_parameters(out, prefix); }) l.collect_parameters(out, prefix);
+}
+
+template <class L>
+void set_training_of(L& l, bool training) {
+    if constexpr (requires { l.set_training(training); }) l.set_training(training);
+}
+
+template <class L>
+void set_quant_strength_of(L& l, float lambda) {
+    if constexpr (requires { l.set_quant_strength(lambda); }) l.set_quant_strength(lambda);
+}
+
+/// The same layer type in policy Q, or the layer itself when it has no policy.
+template <class L, class Q>
+struct rebind_layer {
+    using type = L;
+};
+template <class L, class Q>
+    requires requires { typename L::template rebind<Q>; }
+struct rebind_layer<L, Q> {
+    using type = typename L::template rebind<Q>;
+};
+
+}  // namespace detail
+
+/// @brief The type of layer L in policy Q (L itself for layers without a policy).
+template <class L, class Q>
+using rebind_t = typename detail::rebind_layer<L, Q>::type;
+
+}  // namespace tern

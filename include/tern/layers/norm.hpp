@@ -1,0 +1,174 @@
+#pragma once
+/// @file layers/norm.hpp
+/// @brief Normalization over the last axis: layer_norm and rms_norm, each with an optional affine part.
+///
+/// Norm layers always stay full precision, whatever the model's policy.
+
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "../parameter.hpp"
+#include "../quantize.hpp"
+#include "../tensor.hpp"
+
+namespace tern {
+namespace detail {
+
+/// The optional learnable gain (and shift) of a norm layer.
+class norm_affine {
+public:
+    norm_affine(std::size_t features, bool affine, bool with_shift) : features_(features) {
+        require(features > 0, "norm: expected a positive feature count, got ", features);
+        if (affine) {
+            gain = tensor(shape_t{features}, 1.0f);
+            gain_grad = zeros({features});
+            if (with_shift) {
+                shift = tensor(shape_t{features}, 0.0f);
+                shift_grad = zeros({features});
+            }
+        }
+    }
+
+    bool affine() const { return gain.size() > 0; }
+
+    /// y = xn * gain + shift per token, in place.
+    void apply(float* y, std::size_t T) const {
+        if (!affine()) return;
+        const float* g = gain.data();
+        const bool has_shift = shift.size() > 0;
+        const float* b = has_shift ? shift.data() : nullptr;
+        for (std::size_t t = 0; t < T; ++t)
+            for (std::size_t k = 0; k < features_; ++k)
+                y[t * features_ + k] = y[t * features_ + k] * g[k] + (has_shift ? b[k] : 0.0f);
+    }
+
+    /// Accumulates dgain, dshift and writes dxn = g * gain.
+    void backward(const float* g, const float* xn, std::size_t T, float* dxn) {
+        if (!affine()) {
+            std::copy(g, g + T * features_, dxn);
+            return;
+        }
+        float* dg = gain_grad.data();
+        float* db = shift.size() ? shift_grad.data() : nullptr;
+        const float* gn = gain.data();
+        for (std::size_t t = 0; t < T; ++t)
+            for (std::size_t k = 0; k < features_; ++k) {
+                const std::size_t i = t * features_ + k;
+                dg[k] += g[i] * xn[i];
+                if (db) db[k] += g[i];
+                dxn[i] = g[i] * gn[k];
+            }
+    }
+
+    void collect(parameter_list& out, const std::string& prefix) {
+        if (!affine()) return;
+        out.push_back({prefix + "weight", &gain, &gain_grad, false});
+        if (shift.size()) out.push_back({prefix + "bias", &shift, &shift_grad, false});
+    }
+
+    tensor gain, shift, gain_grad, shift_grad;
+
+private:
+    std::size_t features_;
+};
+
+}  // namespace detail
+
+/// @brief LayerNorm over the last axis: (x - mean) / sqrt(var + eps) * gain + shift.
+class layer_norm {
+public:
+    explicit layer_norm(std::size_t features, bool affine = true, float eps = 1e-5f)
+        : features_(features), eps_(eps), affine_(features, affine, true) {}
+
+    tensor forward(const tensor& x) {
+        const std::size_t T = detail::token_count(x, features_, "layer_norm");
+        xn_ = tensor(detail::to_shape(x.shape()));
+        rstd_.resize(T);
+        normalize_tokens(x.data(), T, features_, xn_.data(), rstd_.data(), eps_);
+        tensor y = xn_;
+        affine_.apply(y.data(), T);
+        return y;
+    }
+
+    tensor backward(const tensor& grad_output) {
+        detail::require(grad_output.shape() == xn_.shape(), "layer_norm: expected output gradient of shape ",
+                        detail::shape_string(xn_.shape()), ", got ", detail::shape_string(grad_output.shape()));
+        const std::size_t T = rstd_.size();
+        tensor dx(detail::to_shape(xn_.shape()));
+        affine_.backward(grad_output.data(), xn_.data(), T, dx.data());
+        normalize_tokens_backward(dx.data(), xn_.data(), rstd_.data(), T, features_, dx.data());
+        return dx;
+    }
+
+    void collect_parameters(parameter_list& out, const std::string& prefix) { affine_.collect(out, prefix); }
+    std::string describe() const {
+        return "layer_norm(" + std::to_string(features_) + (affine_.affine() ? ",affine" : "") + ")";
+    }
+
+private:
+    std::size_t features_;
+    float eps_;
+    detail::norm_affine affine_;
+    tensor xn_;
+    std::vector<float> rstd_;
+};
+
+/// @brief RMSNorm over the last axis: x / sqrt(mean(x^2) + eps) * gain.
+class rms_norm {
+public:
+    explicit rms_norm(std::size_t features, bool affine = true, float eps = 1e-6f)
+        : features_(features), eps_(eps), affine_(features, affine, false) {}
+
+    tensor forward(const tensor& x) {
+        const std::size_t T = detail::token_count(x, features_, "rms_norm");
+        xn_ = tensor(detail::to_shape(x.shape()));
+        rstd_.resize(T);
+        const float* in = x.data();
+        float* out = xn_.data();
+        for (std::size_t t = 0; t < T; ++t) {
+            double s2 = 0;
+            for (std::size_t k = 0; k < features_; ++k) s2 += double(in[t * features_ + k]) * in[t * features_ + k];
+            const float r = float(1.0 / std::sqrt(s2 / double(features_) + double(eps_)));
+            rstd_[t] = r;
+            for (std::size_t k = 0; k < features_; ++k) out[t * features_ + k] = in[t * features_ + k] * r;
+        }
+        tensor y = xn_;
+        affine_.apply(y.data(), T);
+        return y;
+    }
+
+    tensor backward(const tensor& grad_output) {
+        detail::require(grad_output.shape() == xn_.shape(), "rms_norm: expected output gradient of shape ",
+                        detail::shape_string(xn_.shape()), ", got ", detail::shape_string(grad_output.shape()));
+        const std::size_t T = rstd_.size();
+        tensor dx(detail::to_shape(xn_.shape()));
+        float* d = dx.data();
+        affine_.backward(grad_output.data(), xn_.data(), T, d);
+        const float* xn = xn_.data();
+        for (std::size_t t = 0; t < T; ++t) {
+            double s = 0;
+            for (std::size_t k = 0; k < features_; ++k) s += double(d[t * features_ + k]) * xn[t * features_ + k];
+            const float m = float(s / double(features_));
+            for (std::size_t k = 0; k < features_; ++k) {
+                const std::size_t i = t * features_ + k;
+                d[i] = rstd_[t] * (d[i] - xn[i] * m);
+            }
+        }
+        return dx;
+    }
+
+    void collect_parameters(parameter_list& out, const std::string& prefix) { affine_.collect(out, prefix); }
+    std::string describe() const {
+        return "rms_norm(" + std::to_string(features_) + (affine_.affine() ? ",affine" : "") + ")";
+    }
+
+private:
+    std::size_t features_;
+    float eps_;
+    detail::norm_affine affine_;
+    tensor xn_;
+    std::vector<float> rstd_;
+};
+
+}  // namespace tern
