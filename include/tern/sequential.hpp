@@ -14,6 +14,7 @@
 #include <string>
 #include <tuple>
 #include <utility>
+#include <vector>
 
 #include "layers/layer.hpp"
 #include "parameter.hpp"
@@ -73,6 +74,11 @@ public:
         for_each_indexed([&](auto& l, std::size_t) { detail::set_quant_strength_of(l, lambda); });
     }
 
+    /// Names of the quantization policies used by the layers, in order of first use.
+    void collect_policies(std::vector<std::string>& out) const {
+        std::apply([&](const auto&... l) { (detail::collect_policies_of(l, out), ...); }, layers_);
+    }
+
     void zero_grad() { zero_gradients(parameters()); }
 
     std::string describe() const {
@@ -112,6 +118,18 @@ private:
 
     std::tuple<Layers...> layers_;
 };
+
+/// @brief The policy of a model: its layers' policy name ("absmean"), names joined by '+' when
+/// layers differ ("fp32+absmean"), or "none" for a model without policy layers.
+template <class Model>
+std::string policy_name(const Model& model) {
+    std::vector<std::string> names;
+    detail::collect_policies_of(model, names);
+    if (names.empty()) return "none";
+    std::string s = names[0];
+    for (std::size_t i = 1; i < names.size(); ++i) s += "+" + names[i];
+    return s;
+}
 
 /// @brief The same model in policy Q, every parameter copied exactly (continual QAT conversion).
 template <class Q, class Model>

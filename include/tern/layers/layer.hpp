@@ -11,11 +11,14 @@
 ///   - `void collect_parameters(parameter_list&, const std::string& prefix)`;
 ///   - `void set_training(bool)` (dropout, batch norm);
 ///   - `void set_quant_strength(float)` (quantized layers: the lambda of the spec);
+///   - `using policy = ...` (layers with a quantization policy);
 ///   - `template <class Q> using rebind = ...` (the same layer in another policy) with a converting
 ///     constructor, so a model converts between policies without restating its architecture.
 
+#include <algorithm>
 #include <concepts>
 #include <string>
+#include <vector>
 
 #include "../parameter.hpp"
 #include "../tensor.hpp"
@@ -45,6 +48,17 @@ void set_training_of(L& l, bool training) {
 template <class L>
 void set_quant_strength_of(L& l, float lambda) {
     if constexpr (requires { l.set_quant_strength(lambda); }) l.set_quant_strength(lambda);
+}
+
+/// Adds the policy names of @p l (and of the layers inside it) to @p out, once each.
+template <class L>
+void collect_policies_of(const L& l, std::vector<std::string>& out) {
+    if constexpr (requires { l.collect_policies(out); }) {
+        l.collect_policies(out);
+    } else if constexpr (requires { typename L::policy; }) {
+        const std::string name(L::policy::name);
+        if (std::find(out.begin(), out.end(), name) == out.end()) out.push_back(name);
+    }
 }
 
 /// The same layer type in policy Q, or the layer itself when it has no policy.

@@ -18,7 +18,8 @@ namespace detail {
 /// The optional learnable gain (and shift) of a norm layer.
 class norm_affine {
 public:
-    norm_affine(std::size_t features, bool affine, bool with_shift) : features_(features) {
+    norm_affine(std::size_t features, bool affine, bool with_shift)
+        : features_(features), affine_(affine), shift_(affine && with_shift) {
         require(features > 0, "norm: expected a positive feature count, got ", features);
         if (affine) {
             gain = tensor(shape_t{features}, 1.0f);
@@ -30,13 +31,13 @@ public:
         }
     }
 
-    bool affine() const { return gain.size() > 0; }
+    bool affine() const { return affine_; }
 
     /// y = xn * gain + shift per token, in place.
     void apply(float* y, std::size_t T) const {
         if (!affine()) return;
         const float* g = gain.data();
-        const bool has_shift = shift.size() > 0;
+        const bool has_shift = shift_;
         const float* b = has_shift ? shift.data() : nullptr;
         for (std::size_t t = 0; t < T; ++t)
             for (std::size_t k = 0; k < features_; ++k)
@@ -50,7 +51,7 @@ public:
             return;
         }
         float* dg = gain_grad.data();
-        float* db = shift.size() ? shift_grad.data() : nullptr;
+        float* db = shift_ ? shift_grad.data() : nullptr;
         const float* gn = gain.data();
         for (std::size_t t = 0; t < T; ++t)
             for (std::size_t k = 0; k < features_; ++k) {
@@ -64,13 +65,14 @@ public:
     void collect(parameter_list& out, const std::string& prefix) {
         if (!affine()) return;
         out.push_back({prefix + "weight", &gain, &gain_grad, false});
-        if (shift.size()) out.push_back({prefix + "bias", &shift, &shift_grad, false});
+        if (shift_) out.push_back({prefix + "bias", &shift, &shift_grad, false});
     }
 
     tensor gain, shift, gain_grad, shift_grad;
 
 private:
     std::size_t features_;
+    bool affine_, shift_;  // explicit: a default xarray is a 0-d scalar of size 1
 };
 
 }  // namespace detail

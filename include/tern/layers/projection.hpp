@@ -30,7 +30,7 @@ class projection {
 
 public:
     projection() = default;
-    projection(std::size_t in, std::size_t out, bool bias) : in_(in), out_(out) {
+    projection(std::size_t in, std::size_t out, bool bias) : in_(in), out_(out), has_bias_(bias) {
         weight = tensor(shape_t{out, in});
         weight_grad = zeros({out, in});
         const float bound = in ? 1.0f / std::sqrt(float(in)) : 0.0f;  // PyTorch's default init
@@ -46,11 +46,12 @@ public:
     template <class Q, int B>
     explicit projection(const projection<Q, B>& other)
         : weight(other.weight), bias(other.bias), weight_grad(other.weight_grad), bias_grad(other.bias_grad),
-          in_(other.in_features()), out_(other.out_features()), lambda_(other.quant_strength()) {}
+          in_(other.in_features()), out_(other.out_features()), has_bias_(other.has_bias()),
+          lambda_(other.quant_strength()) {}
 
     std::size_t in_features() const { return in_; }
     std::size_t out_features() const { return out_; }
-    bool has_bias() const { return bias.size() > 0; }
+    bool has_bias() const { return has_bias_; }
 
     void set_quant_strength(float lambda) {
         require(lambda >= 0.0f && lambda <= 1.0f, "quantization strength (lambda): expected a value in [0, 1], got ",
@@ -123,10 +124,11 @@ public:
         return s;
     }
 
-    tensor weight, bias, weight_grad, bias_grad;
+    tensor weight, bias, weight_grad, bias_grad;  ///< bias and bias_grad are meaningful only with has_bias()
 
 private:
     std::size_t in_ = 0, out_ = 0, tokens_ = 0;
+    bool has_bias_ = false;  // (a default xarray is a 0-d scalar of size 1, so size() cannot tell)
     float lambda_ = 1.0f;
     float weight_scale_ = 1.0f;
     std::vector<float> x_hat_, x_norm_, rstd_, w_hat_;

@@ -1,0 +1,124 @@
+#pragma once
+/// @file checkpoint.hpp
+/// @brief Saving and loading models (and optionally optimizer state) as safetensors files.
+///
+/// A checkpoint holds every parameter and buffer under its model name ("0.weight"), F32, and
+/// metadata: "tern.format", "tern.version", "tern.policy", "tern.model" (the model's description,
+/// layer by layer, with activation bits) plus any entries the caller adds (e.g. the training step).
+/// Loading checks the policy, the description, every name, shape and dtype, and says what differs.
+
+#include <filesystem>
+#include <map>
+#include <regex>
+#include <string>
+
+#include "io/safetensors.hpp"
+#include "optim/optimizer.hpp"
+#include "sequential.hpp"
+#include "version.hpp"
+
+namespace tern {
+
+/// @brief Metadata key of the checkpoint format marker.
+inline constexpr const char* checkpoint_format = "tern-checkpoint-1";
+
+/// @brief How strict load_checkpoint is.
+struct load_options {
+    /// Accept a checkpoint of another policy with the same architecture (parameters are policy-free
+    /// fp32 shadow weights), e.g. to resume a continual-QAT run whose file predates the switch.
+    bool allow_policy_change = false;
+};
+
+namespace detail {
+
+inline std::string strip_policies(const std::string& description) {
+    // "linear<absmean,a8>(4->2)" -> "linear<>(4->2)": the architecture without the policies.
+    static const std::regex policy_args(R"(([A-Za-z0-9_])<[^<>()]*>)");
+    return std::regex_replace(description, policy_args, "$1<>");
+}
+
+}  // namespace detail
+
+/// @brief The model's tensors and metadata as a safetensors_data, ready to save or extend.
+template <class Model>
+io::safetensors_data checkpoint_data(Model& model, const detail::optimizer_base* optimizer = nullptr,
+                                     const std::map<std::string, std::string>& extra = {}) {
+    io::safetensors_data data;
+    for (const auto& p : model.parameters()) data.put(p.name, *p.value);
+    if (optimizer) optimizer->save_state(data);
+    for (const auto& [k, v] : extra) data.metadata[k] = v;
+    data.metadata["tern.format"] = checkpoint_format;
+    data.metadata["tern.version"] = version_string;
+    data.metadata["tern.policy"] = policy_name(model);
+    data.metadata["tern.model"] = model.describe();
+    return data;
+}
+
+/// @brief Saves @p model (and @p optimizer's state when given) to @p path atomically.
+/// @param extra additional metadata entries (strings), e.g. {"step", "1200"}.
+/// @throws tern::error when the file cannot be written; an existing file is then left untouched.
+template <class Model>
+void save_checkpoint(const std::filesystem::path& path, Model& model,
+                     const detail::optimizer_base* optimizer = nullptr,
+                     const std::map<std::string, std::string>& extra = {}) {
+    io::save_safetensors(path, checkpoint_data(model, optimizer, extra));
+}
+
+/// @brief Copies the tensors of @p data into @p model after checking that they fit exactly.
+template <class Model>
+void restore_model(const io::safetensors_data& data, Model& model, const std::string& source,
+                   load_options options = {}) {
+    const auto meta = [&](const char* key) -> std::string {
+        auto it = data.metadata.find(key);
+        detail::require(it != data.metadata.end(), source, ": not a tern checkpoint (no '", key, "' metadata)");
+        return it->second;
+    };
+    detail::require(meta("tern.format") == checkpoint_format, source, ": expected checkpoint format '",
+                    checkpoint_format, "', found '", meta("tern.format"), "'");
+    const std::string policy = policy_name(model), file_policy = meta("tern.policy");
+    const std::string described = model.describe(), file_described = meta("tern.model");
+    if (options.allow_policy_change) {
+        detail::require(detail::strip_policies(file_described) == detail::strip_policies(described), source,
+                        ": the checkpoint holds a different architecture.\n  expected: ", described,
+                        "\n  found:    ", file_described);
+    } else {
+        detail::require(file_policy == policy, source, ": policy mismatch: the model is '", policy,
+                        "', the checkpoint is '", file_policy, "' (convert the model, or load with allow_policy_change)");
+        detail::require(file_described == described, source, ": the checkpoint holds a different model.\n  expected: ",
+                        described, "\n  found:    ", file_described);
+    }
+    const parameter_list params = model.parameters();
+    std::size_t model_tensors = 0;
+    for (const auto& p : params) {
+        detail::require(data.contains(p.name), source, ": missing tensor '", p.name, "' (shape ",
+                        detail::shape_string(p.value->shape()), ")");
+        ++model_tensors;
+    }
+    for (const auto& name : data.names()) {
+        if (name.rfind("optimizer.", 0) == 0) continue;
+        bool known = false;
+        for (const auto& p : params) known |= p.name == name;
+        detail::require(known, source, ": unexpected tensor '", name, "' that the model does not have");
+    }
+    // Decode everything before assigning anything, so a bad file leaves the model unchanged.
+    std::vector<tensor> values;
+    values.reserve(model_tensors);
+    for (const auto& p : params) values.push_back(data.get_f32(p.name, detail::to_shape(p.value->shape())));
+    for (std::size_t i = 0; i < params.size(); ++i) *params[i].value = std::move(values[i]);
+}
+
+/// @brief Loads @p path into @p model (and @p optimizer, which must then be in the file).
+/// @return the file's metadata (including any extra entries saved with it).
+/// @throws tern::error naming the file and what does not match (policy, model, tensor name,
+///         shape, dtype) or what is malformed; the model is unchanged on error.
+template <class Model>
+std::map<std::string, std::string> load_checkpoint(const std::filesystem::path& path, Model& model,
+                                                   detail::optimizer_base* optimizer = nullptr,
+                                                   load_options options = {}) {
+    const io::safetensors_data data = io::load_safetensors(path);
+    restore_model(data, model, path.string(), options);
+    if (optimizer) optimizer->load_state(data);
+    return data.metadata;
+}
+
+}  // namespace tern

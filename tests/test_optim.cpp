@@ -1,0 +1,112 @@
+// Optimizers and schedules: update rules against hand computations, decoupled decay off for
+// biases, clipping, state save/load/rebind/reset.
+#include <catch2/catch.hpp>
+#include <cmath>
+#include <filesystem>
+
+#include "tern/tern.hpp"
+
+namespace {
+struct one_param {
+    tern::tensor w = tern::tensor({2.0f, -1.0f});
+    tern::tensor g = tern::tensor({0.5f, 0.25f});
+    tern::tensor b = tern::tensor({1.0f});
+    tern::tensor bg = tern::tensor({0.5f});
+    tern::parameter_list list() { return {{"w", &w, &g, true}, {"b", &b, &bg, false}}; }
+};
+}  // namespace
+
+TEST_CASE("Adam's first steps follow the bias-corrected rule", "[optim]") {
+    one_param p;
+    tern::adam opt(p.list(), {.lr = 0.1f});
+    opt.step();
+    // Step 1: m^ = g, v^ = g^2, so w -= lr * g / (|g| + eps) = lr * sign(g).
+    CHECK(p.w(0) == Approx(1.9f).epsilon(1e-5));
+    CHECK(p.w(1) == Approx(-1.1f).epsilon(1e-5));
+    opt.step();
+    // Step 2 with the same gradient: still lr * sign(g).
+    CHECK(p.w(0) == Approx(1.8f).epsilon(1e-5));
+    CHECK(opt.steps() == 2);
+}
+
+TEST_CASE("AdamW decays weights but not biases; Adam's L2 goes through the moments", "[optim]") {
+    one_param p;
+    p.g.fill(0.0f);
+    p.bg.fill(0.0f);
+    tern::adamw opt(p.list(), {.lr = 0.1f, .weight_decay = 0.5f});
+    opt.step();
+    CHECK(p.w(0) == Approx(2.0f * (1 - 0.05f)));
+    CHECK(p.b(0) == 1.0f);
+    one_param q;
+    q.g.fill(0.0f);
+    tern::adam l2(q.list(), {.lr = 0.1f, .weight_decay = 0.5f});
+    l2.step();
+    CHECK(q.w(0) == Approx(1.9f).epsilon(1e-5));  // gradient 0.5*w > 0: one lr-sized step
+}
+
+TEST_CASE("SGD with momentum", "[optim]") {
+    one_param p;
+    tern::sgd opt(p.list(), {.lr = 0.1f, .momentum = 0.9f});
+    opt.step();
+    CHECK(p.w(0) == Approx(2.0f - 0.05f));
+    opt.step();
+    CHECK(p.w(0) == Approx(2.0f - 0.05f - 0.1f * (0.9f * 0.5f + 0.5f)));
+    REQUIRE_THROWS_AS(tern::sgd(p.list(), {.momentum = 1.5f}), tern::error);
+}
+
+TEST_CASE("gradient clipping by global norm", "[optim]") {
+    one_param p;  // norm of (0.5, 0.25, 0.5) = 0.75
+    CHECK(tern::clip_grad_norm(p.list(), 10.0f) == Approx(0.75f));
+    CHECK(p.g(0) == 0.5f);
+    tern::clip_grad_norm(p.list(), 0.375f);
+    CHECK(p.g(0) == Approx(0.25f).epsilon(1e-4));
+    p.g(1) = std::nanf("");
+    REQUIRE_THROWS_AS(tern::clip_grad_norm(p.list(), 1.0f), tern::error);
+}
+
+TEST_CASE("learning-rate schedules", "[optim][schedule]") {
+    tern::warmup_cosine s(1.0f, 10, 110, 0.1f);
+    CHECK(s(0) == Approx(0.1f));
+    CHECK(s(9) == Approx(1.0f));
+    CHECK(s(10) == Approx(1.0f));
+    CHECK(s(60) == Approx(0.55f));
+    CHECK(s(110) == Approx(0.1f));
+    tern::step_decay d(1.0f, 5, 0.5f);
+    CHECK(d(4) == 1.0f);
+    CHECK(d(5) == 0.5f);
+    CHECK(d(10) == 0.25f);
+    CHECK(tern::constant_lr{0.3f}(1000) == 0.3f);
+    REQUIRE_THROWS_AS(tern::warmup_cosine(1.0f, 20, 10), tern::error);
+}
+
+TEST_CASE("optimizer state saves, loads, rebinds and resets", "[optim][state]") {
+    one_param p;
+    tern::adam opt(p.list(), {.lr = 0.01f});
+    opt.step();
+    opt.step();
+    tern::io::safetensors_data saved;
+    opt.save_state(saved);
+    one_param q;
+    tern::adam restored(q.list(), {.lr = 0.01f});
+    restored.load_state(saved);
+    CHECK(restored.steps() == 2);
+    p.g.fill(0.1f);
+    q.w = p.w;
+    q.g.fill(0.1f);
+    q.b = p.b;
+    opt.step();
+    restored.step();
+    CHECK(q.w(0) == p.w(0));  // identical moments -> identical update
+    // Rebinding keeps the moments; a different shape is refused.
+    one_param r;
+    restored.rebind(r.list());
+    CHECK(restored.steps() == 3);
+    tern::tensor other = tern::tensor({1.0f, 2.0f, 3.0f}), other_g = other;
+    REQUIRE_THROWS_WITH(restored.rebind({{"w", &other, &other_g, true}, {"b", &r.b, &r.bg, false}}),
+                        Catch::Contains("[2]") && Catch::Contains("[3]"));
+    restored.reset_state();
+    CHECK(restored.steps() == 0);
+    // State of another optimizer kind is refused.
+    tern::sgd plain(p.list());
+    REQUIRE_THROWS_WITH(plain.load_state(saved), Catch::Contains("'sgd'") && Catch::Contains("'adam'"));
+}
