@@ -91,3 +91,18 @@ TEST_CASE("sequential gradient check through every layer kind", "[sequential][gr
     CHECK(params.front().name == "0.weight");
     CHECK(params.back().name == "5.weight");
 }
+
+TEST_CASE("residual blocks add the shortcut, nest, convert and gradient-check", "[residual][grad]") {
+    tern::manual_seed(7);
+    auto block = tern::residual{tern::sequential{tern::rms_norm(6), tern::linear<tern::fp16>(6, 6), tern::gelu{}}};
+    auto model = tern::sequential{tern::pinned<tern::linear<tern::fp32>>(4, 6), block, tern::linear<tern::fp32>(6, 2)};
+    auto ternary = tern::convert<tern::absmean_ternary>(model);
+    CHECK(tern::policy_name(ternary) == "fp32+absmean");
+    ternary.set_quant_strength(0.0f);
+    tern_test::gradcheck(ternary, tern_test::random_tensor({3, 4}, 2), {.step = 1e-3f, .tol = 2e-2});
+    auto names = ternary.parameters();
+    CHECK(names[2].name == "1.body.0.weight");
+    // A shortcut with another shape is refused with both shapes in the message.
+    auto bad = tern::residual{tern::linear<tern::fp32>(4, 3), tern::identity{}};
+    REQUIRE_THROWS_WITH(bad.forward(tern::zeros({2, 4})), Catch::Contains("[2, 3]") && Catch::Contains("[2, 4]"));
+}

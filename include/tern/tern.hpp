@@ -22,6 +22,8 @@
 #include "layers/norm.hpp"
 #include "layers/dropout.hpp"
 #include "layers/flatten.hpp"
+#include "layers/residual.hpp"
+#include "layers/pinned.hpp"
 #include "sequential.hpp"
 #include "loss.hpp"
 #include "optim/sgd.hpp"

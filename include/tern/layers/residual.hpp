@@ -1,0 +1,88 @@
+#pragma once
+/// @file layers/residual.hpp
+/// @brief Residual connections: y = body(x) + shortcut(x), with the identity as the default shortcut.
+
+#include <string>
+#include <utility>
+
+#include "layer.hpp"
+
+namespace tern {
+
+/// @brief The identity layer (the default shortcut of a residual block).
+struct identity {
+    tensor forward(const tensor& x) { return x; }
+    tensor backward(const tensor& grad_output) { return grad_output; }
+    std::string describe() const { return "identity"; }
+};
+
+/// @brief y = body(x) + shortcut(x). Body and Shortcut are layers (often a tern::sequential).
+///
+/// Parameters are named "<prefix>body.<...>" and "<prefix>shortcut.<...>".
+/// @throws tern::error when body and shortcut produce different shapes.
+template <class Body, class Shortcut = identity>
+class residual {
+    static_assert(layer<Body> && layer<Shortcut>, "tern::residual: Body and Shortcut must be layers");
+
+public:
+    template <class Q>
+    using rebind = residual<rebind_t<Body, Q>, rebind_t<Shortcut, Q>>;
+
+    explicit residual(Body body, Shortcut shortcut = {}) : body_(std::move(body)), shortcut_(std::move(shortcut)) {}
+
+    template <class B2, class S2>
+    explicit residual(const residual<B2, S2>& other) : body_(other.body()), shortcut_(other.shortcut()) {}
+
+    tensor forward(const tensor& x) {
+        tensor y = body_.forward(x);
+        const tensor s = shortcut_.forward(x);
+        detail::require(y.shape() == s.shape(), "residual: the body gives shape ", detail::shape_string(y.shape()),
+                        " but the shortcut gives ", detail::shape_string(s.shape()));
+        float* out = y.data();
+        const float* add = s.data();
+        for (std::size_t i = 0, n = y.size(); i < n; ++i) out[i] += add[i];
+        return y;
+    }
+
+    tensor backward(const tensor& grad_output) {
+        tensor dx = body_.backward(grad_output);
+        const tensor ds = shortcut_.backward(grad_output);
+        float* out = dx.data();
+        const float* add = ds.data();
+        for (std::size_t i = 0, n = dx.size(); i < n; ++i) out[i] += add[i];
+        return dx;
+    }
+
+    void collect_parameters(parameter_list& out, const std::string& prefix) {
+        detail::collect_parameters_of(body_, out, prefix + "body.");
+        detail::collect_parameters_of(shortcut_, out, prefix + "shortcut.");
+    }
+    void set_training(bool training) {
+        detail::set_training_of(body_, training);
+        detail::set_training_of(shortcut_, training);
+    }
+    void set_quant_strength(float lambda) {
+        detail::set_quant_strength_of(body_, lambda);
+        detail::set_quant_strength_of(shortcut_, lambda);
+    }
+    void collect_policies(std::vector<std::string>& out) const {
+        detail::collect_policies_of(body_, out);
+        detail::collect_policies_of(shortcut_, out);
+    }
+
+    std::string describe() const {
+        return "residual(" + body_.describe() +
+               (std::is_same_v<Shortcut, identity> ? "" : ", shortcut=" + shortcut_.describe()) + ")";
+    }
+
+    Body& body() { return body_; }
+    const Body& body() const { return body_; }
+    Shortcut& shortcut() { return shortcut_; }
+    const Shortcut& shortcut() const { return shortcut_; }
+
+private:
+    Body body_;
+    Shortcut shortcut_;
+};
+
+}  // namespace tern
