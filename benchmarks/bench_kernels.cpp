@@ -1,0 +1,232 @@
+// Benchmark of the packed ternary kernels against OpenBLAS sgemv/sgemm and an int8-weight GEMV.
+//
+// Shape K = N = 2048 (in cache at 2 bits per weight: 1 MiB). Each figure is the median of several
+// timed runs after a warm-up. GEMV: G weights/s (N*K per call / time); GEMM: G multiply-adds/s
+// (N*K*T / time). Activation quantization is timed separately and excluded from the GEMV/GEMM
+// figures (the BLAS baselines get float activations for free as well).
+// The last line of output is one JSON object.
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <functional>
+#include <map>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <tern/packed/activation_quant.hpp>
+#include <tern/packed/packed_matrix.hpp>
+#include <tern/packed/ternary_gemm.hpp>
+#include <tern/threads.hpp>
+
+#if defined(TERN_BENCH_HAVE_BLAS)
+extern "C" {
+// CBLAS enums are passed as int: CblasRowMajor = 101, CblasNoTrans = 111, CblasTrans = 112.
+void cblas_sgemv(int order, int trans, int m, int n, float alpha, const float* a, int lda, const float* x, int incx,
+                 float beta, float* y, int incy);
+void cblas_sgemm(int order, int transa, int transb, int m, int n, int k, float alpha, const float* a, int lda,
+                 const float* b, int ldb, float beta, float* c, int ldc);
+// Only OpenBLAS has it; weak so another BLAS still links.
+__attribute__((weak)) void openblas_set_num_threads(int);
+}
+#endif
+
+using namespace tern::packed;
+
+namespace {
+
+volatile float sink = 0.0f;
+double last_min = 0.0;  // fastest run of the last time_call (the shared machine's noise floor)
+
+/// Median seconds per call of @p fn: warm-up, then @p runs runs of enough calls to last ~15 ms.
+double time_call(const std::function<void()>& fn, int runs = 11) {
+    using clock = std::chrono::steady_clock;
+    for (int i = 0; i < 3; ++i) fn();
+    auto t0 = clock::now();
+    int calls = 0;
+    while (std::chrono::duration<double>(clock::now() - t0).count() < 0.01) {
+        fn();
+        ++calls;
+    }
+    const double per = std::chrono::duration<double>(clock::now() - t0).count() / calls;
+    const int reps = std::max(1, int(0.015 / per));
+    std::vector<double> times;
+    for (int r = 0; r < runs; ++r) {
+        auto a = clock::now();
+        for (int i = 0; i < reps; ++i) fn();
+        times.push_back(std::chrono::duration<double>(clock::now() - a).count() / reps);
+    }
+    std::sort(times.begin(), times.end());
+    last_min = times.front();
+    return times[times.size() / 2];
+}
+
+// A plain int8-weight x int8-activation GEMV (second baseline): 4 rows share each activation load,
+// vpmaddubsw on |w| and sign(a, w), widened with vpmaddwd every block of 32.
+#if TERN_PACKED_X86
+__attribute__((target("avx2"))) void int8_gemv_avx2(const std::int8_t* w, const std::int8_t* a, std::size_t N,
+                                                    std::size_t K, std::int32_t* y) {
+    const __m256i ones = _mm256_set1_epi16(1);
+    for (std::size_t n = 0; n < N; n += 4) {
+        __m256i acc[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(),
+                          _mm256_setzero_si256()};
+        for (std::size_t k = 0; k < K; k += 32) {
+            const __m256i av = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a + k));
+            for (int r = 0; r < 4; ++r) {
+                const __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + (n + r) * K + k));
+                const __m256i p = _mm256_maddubs_epi16(_mm256_sign_epi8(wv, wv), _mm256_sign_epi8(av, wv));
+                acc[r] = _mm256_add_epi32(acc[r], _mm256_madd_epi16(p, ones));
+            }
+        }
+        const __m128i s = detail::hsum4_epi32(acc[0], acc[1], acc[2], acc[3]);
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(y + n), s);
+    }
+}
+#endif
+
+void int8_gemv_scalar(const std::int8_t* w, const std::int8_t* a, std::size_t N, std::size_t K, std::int32_t* y) {
+    for (std::size_t n = 0; n < N; ++n) {
+        std::int32_t s = 0;
+        for (std::size_t k = 0; k < K; ++k) s += w[n * K + k] * a[k];
+        y[n] = s;
+    }
+}
+
+/// A throughput: median over runs and the best run, in G units per second.
+struct rate {
+    double med = 0, best = 0;
+};
+
+rate measure(const std::function<void()>& fn, double work, int runs = 11) {
+    const double t = time_call(fn, runs);
+    return {work / t * 1e-9, work / last_min * 1e-9};
+}
+
+struct results {
+    std::map<std::string, rate> gemv, gemm8, gemm64;  // by path: G weights/s, G multiply-adds/s
+    rate sgemv, sgemm8, sgemm64, int8;
+    double quant_ns = 0;
+};
+
+}  // namespace
+
+int main() {
+    const std::size_t N = 2048, K = 2048;
+    std::mt19937 rng(42);
+    std::uniform_int_distribution<int> tern_dist(-1, 1);
+    std::normal_distribution<float> nd(0.0f, 1.0f);
+    std::vector<std::int8_t> w8(N * K);
+    for (auto& v : w8) v = static_cast<std::int8_t>(tern_dist(rng));
+    std::vector<float> wf(w8.begin(), w8.end());
+    const packed_matrix W(w8, N, K);
+    std::vector<float> x64(64 * K);
+    for (auto& v : x64) v = nd(rng);
+    const auto q1 = quantize_activations(x64.data(), 1, K, true);
+    const auto q8 = quantize_activations(x64.data(), 8, K, true);
+    const auto q64 = quantize_activations(x64.data(), 64, K, true);
+    std::vector<float> y(64 * N);
+    std::vector<std::int32_t> yi(N);
+    const float s_w = 1.0f;
+
+    std::vector<kernel_path> paths;
+    for (auto p : {kernel_path::scalar, kernel_path::avx2, kernel_path::avxvnni, kernel_path::avx512vnni})
+        if (kernel_path_available(p)) paths.push_back(p);
+    const kernel_path best = best_kernel_path();
+    const std::string bname = kernel_path_name(best);
+    const double nk = double(N) * double(K);
+
+    std::printf("packed ternary kernels, N = K = %zu, packed %.2f bits/weight (%zu bytes), best path %s\n", N,
+                W.bits_per_weight(), W.byte_count(), bname.c_str());
+    std::printf("median of 11 runs after warm-up (best run in brackets); activation quantization excluded\n");
+    std::map<int, results> all;
+    for (int threads : {1, 2}) {
+        tern::set_num_threads(std::size_t(threads));
+#if defined(TERN_BENCH_HAVE_BLAS)
+        if (openblas_set_num_threads) openblas_set_num_threads(threads);
+#endif
+        results& r = all[threads];
+        for (kernel_path p : paths) {
+            const std::string name = kernel_path_name(p);
+            const int runs = p == kernel_path::scalar ? 3 : 11;
+            r.gemv[name] = measure([&] { ternary_gemm(W, q1, s_w, y.data(), nullptr, p); }, nk, runs);
+            if (p == kernel_path::scalar) continue;
+            r.gemm8[name] = measure([&] { ternary_gemm(W, q8, s_w, y.data(), nullptr, p); }, nk * 8);
+            r.gemm64[name] = measure([&] { ternary_gemm(W, q64, s_w, y.data(), nullptr, p); }, nk * 64);
+        }
+        {
+            quantized_activations qa;
+            r.quant_ns = time_call([&] { quantize_activations(x64.data(), 1, K, K, qa, true); }) * 1e9;
+        }
+#if TERN_PACKED_X86
+        if (kernel_path_available(kernel_path::avx2)) {
+            // Rows split over the pool like the ternary kernel.
+            r.int8 = measure(
+                [&] {
+                    tern::parallel_for(
+                        N / 4,
+                        [&](std::size_t lo, std::size_t hi) {
+                            int8_gemv_avx2(w8.data() + lo * 4 * K, q1.q.data(), (hi - lo) * 4, K, yi.data() + lo * 4);
+                        },
+                        nk);
+                },
+                nk);
+        } else
+#endif
+        {
+            r.int8 = measure([&] { int8_gemv_scalar(w8.data(), q1.q.data(), N, K, yi.data()); }, nk, 3);
+        }
+#if defined(TERN_BENCH_HAVE_BLAS)
+        const int n = int(N), k = int(K);
+        r.sgemv = measure([&] { cblas_sgemv(101, 111, n, k, 1.0f, wf.data(), k, x64.data(), 1, 0.0f, y.data(), 1); }, nk);
+        r.sgemm8 = measure(
+            [&] { cblas_sgemm(101, 111, 112, 8, n, k, 1.0f, x64.data(), k, wf.data(), k, 0.0f, y.data(), n); }, nk * 8);
+        r.sgemm64 = measure(
+            [&] { cblas_sgemm(101, 111, 112, 64, n, k, 1.0f, x64.data(), k, wf.data(), k, 0.0f, y.data(), n); },
+            nk * 64);
+#endif
+        sink = sink + y[0];
+    }
+
+    auto ratio = [](double a, double b) { return b > 0 ? a / b : 0.0; };
+    auto row = [](const std::string& label, const rate& v, const char* unit) {
+        std::printf("%-36s %9.1f  [%7.1f]  %s\n", label.c_str(), v.med, v.best, unit);
+    };
+    for (auto& [threads, r] : all) {
+        std::printf("\n== %d thread%s ==\n", threads, threads > 1 ? "s" : "");
+        std::printf("%-36s %9s  [%7s]\n", "kernel", "median", "best");
+        for (auto& [name, v] : r.gemv) row("ternary GEMV " + name, v, "G weights/s");
+        row("int8-weight GEMV (AVX2, baseline)", r.int8, "G weights/s");
+        row("OpenBLAS sgemv", r.sgemv, "G weights/s");
+        for (auto& [name, v] : r.gemm8) row("ternary GEMM T=8 " + name, v, "G MAC/s");
+        row("OpenBLAS sgemm T=8", r.sgemm8, "G MAC/s");
+        for (auto& [name, v] : r.gemm64) row("ternary GEMM T=64 " + name, v, "G MAC/s");
+        row("OpenBLAS sgemm T=64", r.sgemm64, "G MAC/s");
+        std::printf("%-36s %9.0f  ns/token (K=%zu, normalization included)\n", "activation quantization",
+                    r.quant_ns, K);
+        std::printf("ratios of medians (%s): GEMV/sgemv %.2f, GEMV/int8 %.2f, GEMM8/sgemm %.2f, GEMM64/sgemm %.2f\n",
+                    bname.c_str(), ratio(r.gemv[bname].med, r.sgemv.med), ratio(r.gemv[bname].med, r.int8.med),
+                    ratio(r.gemm8[bname].med, r.sgemm8.med), ratio(r.gemm64[bname].med, r.sgemm64.med));
+    }
+
+    results& r1 = all[1];
+    results& r2 = all[2];
+    std::printf(
+        "{\"path\": \"%s\", \"threads\": 1, \"gemv_gweights_per_s\": %.2f, \"sgemv_gweights_per_s\": %.2f, "
+        "\"int8_gemv_gweights_per_s\": %.2f, \"gemv_ratio_vs_sgemv\": %.2f, \"gemv_ratio_vs_int8\": %.2f, "
+        "\"gemm8_gmacs_per_s\": %.2f, \"sgemm8_gmacs_per_s\": %.2f, \"gemm8_ratio_vs_sgemm\": %.2f, "
+        "\"gemm64_gmacs_per_s\": %.2f, \"sgemm64_gmacs_per_s\": %.2f, \"gemm64_ratio_vs_sgemm\": %.2f, "
+        "\"gemv_best_run_gweights_per_s\": %.2f, \"gemv_avx2_gweights_per_s\": %.2f, "
+        "\"gemv_scalar_gweights_per_s\": %.2f, \"quant_ns_per_token\": %.0f, \"gemv_2t_gweights_per_s\": %.2f, "
+        "\"gemv_2t_ratio_vs_sgemv\": %.2f, \"gemm8_2t_ratio_vs_sgemm\": %.2f, \"gemm64_2t_ratio_vs_sgemm\": %.2f}\n",
+        bname.c_str(), r1.gemv[bname].med, r1.sgemv.med, r1.int8.med, ratio(r1.gemv[bname].med, r1.sgemv.med),
+        ratio(r1.gemv[bname].med, r1.int8.med), r1.gemm8[bname].med, r1.sgemm8.med,
+        ratio(r1.gemm8[bname].med, r1.sgemm8.med), r1.gemm64[bname].med, r1.sgemm64.med,
+        ratio(r1.gemm64[bname].med, r1.sgemm64.med), r1.gemv[bname].best,
+        r1.gemv.count("avx2") ? r1.gemv["avx2"].med : 0.0, r1.gemv["scalar"].med, r1.quant_ns, r2.gemv[bname].med,
+        ratio(r2.gemv[bname].med, r2.sgemv.med), ratio(r2.gemm8[bname].med, r2.sgemm8.med),
+        ratio(r2.gemm64[bname].med, r2.sgemm64.med));
+    return 0;
+}
