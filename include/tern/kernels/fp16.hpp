@@ -3,9 +3,9 @@
 /// @brief Rounding fp32 values to IEEE binary16 (round to nearest, ties to even), returned as fp32.
 ///
 /// The scalar function works on the bit pattern (its one float multiply is exact), so it gives the
-/// same bits on every platform and under any rounding mode. The array version uses F16C (vcvtps2ph / vcvtph2ps) when the CPU has
-/// it; the scalar code reproduces the hardware exactly, NaN payloads included, so the results never
-/// depend on which path ran.
+/// same bits on every platform and under any rounding mode. The array version uses F16C
+/// (vcvtps2ph / vcvtph2ps) when the CPU has it; the scalar code reproduces the hardware exactly,
+/// NaN payloads included, so results never depend on which path ran.
 
 #include <cstddef>
 #include <cstdint>
@@ -21,7 +21,7 @@
 namespace tern::kernels {
 
 /// @brief The binary16 value nearest to @p x (ties to even), as a float. Magnitudes of 65520 and
-/// above become inf, values below 2^-25 become (signed) zero, binary16 subnormals are kept, and NaN
+/// above become inf, magnitudes up to 2^-25 become (signed) zero, binary16 subnormals are kept, and NaN
 /// stays NaN (quieted, payload cut to binary16's 10 bits, exactly like F16C).
 inline float round_to_half(float x) {
     std::uint32_t u;
