@@ -42,3 +42,14 @@ TEST_CASE("nested parallel_for runs inline", "[threads]") {
 }
 
 TEST_CASE("set_num_threads rejects 0", "[threads]") { REQUIRE_THROWS_AS(tern::set_num_threads(0), tern::error); }
+
+TEST_CASE("resizing the pool after parallel work is safe", "[threads]") {
+    // Regression: new workers used to replay the previous (finished) task.
+    for (int round = 0; round < 50; ++round) {
+        tern::set_num_threads(2 + round % 2);
+        std::atomic<int> sum{0};
+        tern::parallel_for(8, [&](std::size_t lo, std::size_t hi) { sum += int(hi - lo); });
+        REQUIRE(sum == 8);
+    }
+    tern::set_num_threads(2);
+}

@@ -32,6 +32,7 @@
 #include "optim/schedule.hpp"
 #include "io/safetensors.hpp"
 #include "checkpoint.hpp"
+#include "continual.hpp"
 #include "data/idx.hpp"
 #include "data/batches.hpp"
 #include "data/cifar.hpp"

@@ -36,6 +36,7 @@ public:
     /// Restarts the pool with @p n threads in all (the caller counts as one).
     void resize(std::size_t n) {
         n = std::max<std::size_t>(1, n);
+        std::lock_guard<std::mutex> no_run(run_mutex_);  // never resize under a running task
         {
             std::lock_guard<std::mutex> lock(mutex_);
             stop_ = true;
@@ -44,7 +45,10 @@ public:
         for (auto& t : workers_) t.join();
         workers_.clear();
         stop_ = false;
-        for (std::size_t i = 1; i < n; ++i) workers_.emplace_back([this, i] { worker_loop(i); });
+        // New workers start at the current generation, so they never replay a finished task.
+        const std::size_t generation = generation_;
+        for (std::size_t i = 1; i < n; ++i)
+            workers_.emplace_back([this, i, generation] { worker_loop(i, generation); });
     }
 
     /// Runs fn(lo, hi) over [0, count) cut into at most size() contiguous chunks.
@@ -99,9 +103,8 @@ private:
         if (lo < hi) (*task_)(lo, hi);
     }
 
-    void worker_loop(std::size_t index) {
+    void worker_loop(std::size_t index, std::size_t seen) {
         inside_worker() = true;
-        std::size_t seen = 0;
         for (;;) {
             std::unique_lock<std::mutex> lock(mutex_);
             wake_.wait(lock, [&] { return stop_ || generation_ != seen; });
