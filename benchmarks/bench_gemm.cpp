@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "tern/kernels/gemm.hpp"
@@ -27,23 +28,38 @@ struct bench_shape {
     float beta;
 };
 
-// Median seconds per call of fn(), each sample long enough (~10 ms) to swamp timer noise.
+using clock_type = std::chrono::steady_clock;
+
+// Seconds per call of fn() over `reps` calls.
 template <class Fn>
-double median_seconds(Fn&& fn) {
-    using clock = std::chrono::steady_clock;
-    for (int i = 0; i < 3; ++i) fn();  // warm-up: caches, pool threads, page faults
-    auto t0 = clock::now();
-    fn();
-    const double once = std::chrono::duration<double>(clock::now() - t0).count();
-    const int reps = std::max(1, int(0.01 / std::max(once, 1e-9)));
-    std::vector<double> samples;
-    for (int s = 0; s < 9; ++s) {
-        t0 = clock::now();
-        for (int r = 0; r < reps; ++r) fn();
-        samples.push_back(std::chrono::duration<double>(clock::now() - t0).count() / reps);
+double sample(Fn& fn, int reps) {
+    const auto t0 = clock_type::now();
+    for (int r = 0; r < reps; ++r) fn();
+    return std::chrono::duration<double>(clock_type::now() - t0).count() / reps;
+}
+
+struct timings {
+    double med_a, med_b, best_a, best_b;
+};
+
+// Median (and best) seconds per call of a() and of b(). Samples (each ~10 ms) alternate between the two so
+// both see the same load on a shared machine; warm-up calls first (caches, pool threads, pages).
+template <class FnA, class FnB>
+timings median_seconds(FnA&& a, FnB&& b) {
+    for (int i = 0; i < 3; ++i) {
+        a();
+        b();
     }
-    std::sort(samples.begin(), samples.end());
-    return samples[samples.size() / 2];
+    const int reps_a = std::max(1, int(0.01 / std::max(sample(a, 1), 1e-9)));
+    const int reps_b = std::max(1, int(0.01 / std::max(sample(b, 1), 1e-9)));
+    std::vector<double> sa, sb;
+    for (int s = 0; s < 9; ++s) {
+        sa.push_back(sample(a, reps_a));
+        sb.push_back(sample(b, reps_b));
+    }
+    std::sort(sa.begin(), sa.end());
+    std::sort(sb.begin(), sb.end());
+    return {sa[sa.size() / 2], sb[sb.size() / 2], sa.front(), sb.front()};
 }
 
 }  // namespace
@@ -62,16 +78,16 @@ int main() {
     };
     std::mt19937 rng(7);
     std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
-    std::printf("sgemm GFLOP/s, median of 9 samples; tern path: %s\n",
+    std::printf("sgemm GFLOP/s: median of 9 alternating samples (best sample in brackets); tern path: %s\n",
                 tern::kernels::detail::gemm_path_name(tern::kernels::detail::best_gemm_path()));
-    std::printf("%-14s %5s %5s %5s %2s %2s %3s %9s %9s %7s\n", "shape", "M", "N", "K", "tA", "tB", "thr", "tern",
-                "openblas", "ratio");
+    std::printf("%-14s %5s %5s %5s %2s %2s %3s %9s %9s %7s   %9s %9s %7s\n", "shape", "M", "N", "K", "tA", "tB",
+                "thr", "tern", "openblas", "ratio", "[tern", "openblas", "ratio]");
     struct result {
-        double tern, blas;
+        double tern, blas, tern_best, blas_best;
     };
     constexpr std::size_t n_shapes = sizeof(shapes) / sizeof(shapes[0]);
     result results[2][n_shapes] = {};
-    // All 1-thread runs first, then one resize to 2: the pool is never restarted after it has run work.
+    // All 1-thread runs first, then all 2-thread runs: one pool resize, and a table printed at the end.
     for (int threads : {1, 2}) {
         tern::set_num_threads(std::size_t(threads));
 #if defined(TERN_BENCH_HAVE_BLAS)
@@ -84,18 +100,22 @@ int main() {
             for (auto& x : A) x = dist(rng);
             for (auto& x : B) x = dist(rng);
             const double flops = 2.0 * double(s.M) * double(s.N) * double(s.K);
-            const double t_tern = median_seconds([&] {
+            auto run_tern = [&] {
                 tern::kernels::sgemm(s.ta, s.tb, s.M, s.N, s.K, 1.0f, A.data(), lda, B.data(), ldb, s.beta, C.data(),
                                      ldc);
-            });
-            double t_blas = 0.0;
+            };
 #if defined(TERN_BENCH_HAVE_BLAS)
-            t_blas = median_seconds([&] {
+            auto run_blas = [&] {
                 cblas_sgemm(101, s.ta ? 112 : 111, s.tb ? 112 : 111, int(s.M), int(s.N), int(s.K), 1.0f, A.data(),
                             int(lda), B.data(), int(ldb), s.beta, C.data(), int(ldc));
-            });
+            };
+            const timings t = median_seconds(run_tern, run_blas);
+#else
+            timings t = median_seconds(run_tern, [] {});
+            t.med_b = t.best_b = 0.0;
 #endif
-            results[threads - 1][si] = {flops / t_tern * 1e-9, t_blas > 0 ? flops / t_blas * 1e-9 : 0.0};
+            auto gf = [&](double sec) { return sec > 0 ? flops / sec * 1e-9 : 0.0; };
+            results[threads - 1][si] = {gf(t.med_a), gf(t.med_b), gf(t.best_a), gf(t.best_b)};
         }
     }
     std::string json = "{\"bench\":\"gemm\",\"ratios\":{";
@@ -105,8 +125,10 @@ int main() {
         for (int threads : {1, 2}) {
             const result& r = results[threads - 1][si];
             const double ratio = r.blas > 0 ? r.tern / r.blas : 0.0;
-            std::printf("%-14s %5zu %5zu %5zu %2d %2d %3d %9.1f %9.1f %7.2f\n", s.name, s.M, s.N, s.K, int(s.ta),
-                        int(s.tb), threads, r.tern, r.blas, ratio);
+            const double best_ratio = r.blas_best > 0 ? r.tern_best / r.blas_best : 0.0;
+            std::printf("%-14s %5zu %5zu %5zu %2d %2d %3d %9.1f %9.1f %7.2f   %9.1f %9.1f %7.2f\n", s.name, s.M, s.N,
+                        s.K, int(s.ta), int(s.tb), threads, r.tern, r.blas, ratio, r.tern_best, r.blas_best,
+                        best_ratio);
             char entry[128];
             std::snprintf(entry, sizeof entry, "%s\"%s_t%d\":%.3f", first ? "" : ",", s.name, threads, ratio);
             json += entry;

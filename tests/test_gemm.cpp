@@ -99,8 +99,7 @@ struct variant {
 const variant variants[] = {
     {1.0f, 0.0f, true}, {0.5f, 1.0f, false}, {-1.5f, 0.25f, false}, {2.0f, 0.0f, true}, {0.0f, 2.0f, false}};
 
-// Threads are the outer loop so the pool is resized only before it has run any task: restarting
-// workers after use races in threads.hpp (a new worker sees a stale generation), reported upstream.
+// Threads are the outer loop: the pool is resized twice per test case, not once per shape.
 void set_threads(std::size_t n) {
     if (tern::num_threads() != n) tern::set_num_threads(n);
 }

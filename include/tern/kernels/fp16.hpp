@@ -11,8 +11,10 @@
 #include <cstdint>
 #include <cstring>
 
-#if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__))
+// Defining TERN_DISABLE_SIMD builds only the portable code (as on non-x86 targets).
+#if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__)) && !defined(TERN_DISABLE_SIMD)
 #define TERN_FP16_X86 1
+#include <cpuid.h>
 #include <immintrin.h>
 #else
 #define TERN_FP16_X86 0
@@ -81,9 +83,15 @@ __attribute__((target("avx,f16c"))) inline void round_to_half_f16c(const float* 
 /// Whether round_to_half_f16c can run here.
 inline bool cpu_has_f16c() {
 #if TERN_FP16_X86
+    // CPUID directly: older Clang's __builtin_cpu_supports does not know "f16c".
     static const bool has = [] {
-        __builtin_cpu_init();
-        return __builtin_cpu_supports("avx") && __builtin_cpu_supports("f16c");
+        unsigned a = 0, b = 0, c = 0, d = 0;
+        if (!__get_cpuid(1, &a, &b, &c, &d)) return false;
+        const bool osxsave = c & (1u << 27), avx = c & (1u << 28), f16c = c & (1u << 29);
+        if (!(osxsave && avx && f16c)) return false;
+        unsigned xcr0_lo = 0, xcr0_hi = 0;
+        __asm__("xgetbv" : "=a"(xcr0_lo), "=d"(xcr0_hi) : "c"(0));
+        return (xcr0_lo & 6u) == 6u;  // the OS saves SSE and AVX state
     }();
     return has;
 #else

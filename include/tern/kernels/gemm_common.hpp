@@ -11,7 +11,8 @@
 #include <cstring>
 #include <new>
 
-#if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__))
+// Defining TERN_DISABLE_SIMD builds only the portable code (as on non-x86 targets).
+#if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__)) && !defined(TERN_DISABLE_SIMD)
 #define TERN_GEMM_X86 1
 #include <immintrin.h>
 // Function-level targets let the header build without -march flags; dispatch happens at run time.
