@@ -144,7 +144,9 @@ TEST_CASE("sgemm matches a double reference on large shapes (blocking edges, thr
         {128, 256, 784},  // MLP forward: three K slices
         {200, 300, 520},  // several MC blocks per thread
         {13, 4200, 40},   // crosses the NC block
-        {400, 33, 300},   // N below one AVX-512 panel
+        {400, 33, 300},   // N just above one AVX-512 panel
+        {300, 10, 784},   // narrow output layer: computed as C^T
+        {129, 5, 2000},   // narrow, several K slices
         {517, 1, 3000},   // GEMV, column output
         {1, 2100, 600},   // GEMV, row output
     });

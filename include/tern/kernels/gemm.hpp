@@ -158,6 +158,18 @@ inline const char* gemm_path_name(gemm_path path) {
 
 inline std::size_t round_up(std::size_t x, std::size_t m) { return (x + m - 1) / m * m; }
 
+/// C[j*ldc + i] = alpha * tile[i][j] (+ beta * old), for the transposed-product mode.
+inline void store_tile_transposed(const float* tile, std::size_t stride, std::size_t mr, std::size_t nr, float* c,
+                                  std::size_t ldc, float alpha, float beta) {
+    for (std::size_t j = 0; j < nr; ++j) {
+        float* cj = c + j * ldc;
+        for (std::size_t i = 0; i < mr; ++i) {
+            const float x = alpha * tile[i * stride + j];
+            cj[i] = beta == 0.0f ? x : x + beta * cj[i];
+        }
+    }
+}
+
 /// Serial blocked product for the C block [m0, m1) x [n0, n1); one call per thread.
 template <class Isa>
 void gemm_block(const gemm_args& g, std::size_t m0, std::size_t m1, std::size_t n0, std::size_t n1) {
@@ -169,6 +181,7 @@ void gemm_block(const gemm_args& g, std::size_t m0, std::size_t m1, std::size_t 
     const std::size_t nc_max = std::min(Isa::NC, round_up(n1 - n0, NR));
     float* ap = scratch(0, kc_max * mc_max);
     float* bp = scratch(1, kc_max * nc_max);
+    alignas(64) float tile[MR * NR];  // only used with c_trans
 
     for (std::size_t jc = n0; jc < n1; jc += Isa::NC) {
         const std::size_t nc = std::min(Isa::NC, n1 - jc);
@@ -186,8 +199,15 @@ void gemm_block(const gemm_args& g, std::size_t m0, std::size_t m1, std::size_t 
                 for (std::size_t jr = 0; jr < nc; jr += NR) {
                     const std::size_t nr = std::min(NR, nc - jr);
                     for (std::size_t ir = 0; ir < mc; ir += MR) {
-                        Isa::kernel(std::min(MR, mc - ir), nr, kc, ap + ir * kc, bp + jr * kc,
-                                    g.C + (ic + ir) * g.ldc + jc + jr, g.ldc, g.alpha, beta);
+                        const std::size_t mr = std::min(MR, mc - ir);
+                        if (!g.c_trans) {
+                            Isa::kernel(mr, nr, kc, ap + ir * kc, bp + jr * kc, g.C + (ic + ir) * g.ldc + jc + jr,
+                                        g.ldc, g.alpha, beta);
+                        } else {
+                            Isa::kernel(mr, nr, kc, ap + ir * kc, bp + jr * kc, tile, NR, 1.0f, 0.0f);
+                            store_tile_transposed(tile, NR, mr, nr, g.C + (jc + jr) * g.ldc + ic + ir, g.ldc,
+                                                  g.alpha, beta);
+                        }
                     }
                 }
             }
@@ -260,10 +280,16 @@ void gemv(const gemm_args& g) {
 
 template <class Isa>
 void sgemm_isa(const gemm_args& g) {
-    if (g.M == 1 || g.N == 1)
+    if (g.M == 1 || g.N == 1) {
         gemv<Isa>(g);
-    else
+    } else if (g.N < Isa::NR && g.M > g.N) {
+        // Narrow C (a 10-class output layer): most lanes of each NR-wide tile would be padding.
+        // Compute C^T = op(B)^T op(A)^T instead, so the wide side runs along the vector lanes.
+        const gemm_args t{!g.tb, !g.ta, g.N, g.M, g.K, g.alpha, g.B, g.ldb, g.A, g.lda, g.beta, g.C, g.ldc, true};
+        gemm_threaded<Isa>(t);
+    } else {
         gemm_threaded<Isa>(g);
+    }
 }
 
 /// sgemm on a chosen path (tests force each one). Throws tern::error if the CPU lacks it.

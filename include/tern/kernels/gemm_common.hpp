@@ -74,6 +74,9 @@ struct gemm_args {
     float beta;
     float* C;
     std::size_t ldc;
+    /// Set when the driver computes C^T = op(B)^T op(A)^T: element (i, j) of the product then
+    /// lives at C[j*ldc + i].
+    bool c_trans = false;
 
     /// A is "k-contiguous" (element (i,k) at A[i*lda+k]) unless transposed.
     bool a_kcontig() const { return !ta; }
