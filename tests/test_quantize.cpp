@@ -61,7 +61,7 @@ TEMPLATE_TEST_CASE("ternary weights are in {-1, 0, 1} with the policy's scale", 
             REQUIRE((codes[i] == -1 || codes[i] == 0 || codes[i] == 1));
             const float expected = std::clamp(std::nearbyint(w[i] * s), -1.0f, 1.0f);
             REQUIRE(float(codes[i]) == expected);
-            REQUIRE(w_hat[i] == float(codes[i]) * std::max(m, tern::quant_eps));
+            REQUIRE(w_hat[i] == float(codes[i]) * std::max(tern::weight_scale_value<TestType>(w.data(), n), tern::quant_eps));
         }
     }
 }

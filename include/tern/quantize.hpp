@@ -39,6 +39,14 @@ inline float round_half_even(float v) {
 #endif
 }
 
+/// min(max(v, lo), hi): unlike std::clamp (which returns references), this if-converts and vectorizes.
+inline float clamp_value(float v, float lo, float hi) { return std::min(std::max(v, lo), hi); }
+
+/// o = x + lambda (clamp(round(x s), -qp, qp) inv - x) over one row; a plain function (not a
+/// lambda capture) so every operand is a local value and the loop vectorizes.
+inline void quantize_row(const float* __restrict row, std::size_t K, float s, float inv, float qp, float lambda,
+                         float* __restrict o);
+
 /// Non-volatile variant for hot loops that the compiler can vectorize (same result).
 inline float round_half_even_fast(float v) {
 #if defined(__FAST_MATH__)
@@ -49,14 +57,105 @@ inline float round_half_even_fast(float v) {
 #endif
 }
 
-/// Sum with several independent accumulators (ILP, and less rounding error than one chain).
-inline double sum_abs(const float* x, std::size_t n) {
-    double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    std::size_t i = 0;
-    for (; i + 8 <= n; i += 8)
-        for (int j = 0; j < 8; ++j) acc[j] += std::fabs(x[i + j]);
-    for (; i < n; ++i) acc[0] += std::fabs(x[i]);
-    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+inline void quantize_row(const float* __restrict row, std::size_t K, float s, float inv, float qp, float lambda,
+                         float* __restrict o) {
+    if (lambda == 1.0f) {
+        for (std::size_t k = 0; k < K; ++k) o[k] = round_half_even_fast(clamp_value(row[k] * s, -qp, qp)) * inv;
+    } else {
+        for (std::size_t k = 0; k < K; ++k) {
+            const float q = round_half_even_fast(clamp_value(row[k] * s, -qp, qp)) * inv;
+            o[k] = row[k] + lambda * (q - row[k]);
+        }
+    }
+}
+
+/// The ternary code clamp(round(w s), -1, 1), computed as round(clamp(w s, -1, 1)): the same value
+/// (rounding is monotonic and +-1 are integers), one clamp fewer, and outliers never reach the trick.
+inline float ternary_code(float w, float s, float lo = -1.0f, float hi = 1.0f) {
+    return round_half_even_fast(clamp_value(w * s, lo, hi));
+}
+
+/// 1.0f that the optimizer cannot see through. With literal +-1 clamp bounds GCC 12 rewrites
+/// clamp(.) * inv into branches on the three outcomes, and the loop no longer vectorizes (4-8x slower).
+inline float opaque_one() {
+    static volatile float one = 1.0f;
+    return one;
+}
+
+/// w_hat = w + lambda (code(w) inv - w), with a branch-free loop per case so both vectorize.
+inline void ternary_dequantized(const float* __restrict w, std::size_t n, float s, float inv, float lambda,
+                                float* __restrict w_hat) {
+    const float one = opaque_one();
+    if (lambda == 1.0f) {
+        for (std::size_t i = 0; i < n; ++i) w_hat[i] = ternary_code(w[i], s, -one, one) * inv;
+    } else {
+        for (std::size_t i = 0; i < n; ++i)
+            w_hat[i] = w[i] + lambda * (ternary_code(w[i], s, -one, one) * inv - w[i]);
+    }
+}
+
+inline void ternary_codes(const float* __restrict w, std::size_t n, float s, std::int8_t* __restrict codes) {
+    for (std::size_t i = 0; i < n; ++i) codes[i] = static_cast<std::int8_t>(ternary_code(w[i], s));
+}
+
+// Reductions over 16 independent lanes: the compiler turns the fixed-width inner loops into SIMD
+// (a single accumulator would be a serial dependency chain, and std::max/+ reductions are not
+// vectorized without -ffast-math). Lanes are combined pairwise at the end.
+inline constexpr std::size_t lanes = 16;
+
+inline float combine_lanes_sum(float* acc) {
+    for (std::size_t w = lanes / 2; w > 0; w /= 2)
+        for (std::size_t j = 0; j < w; ++j) acc[j] += acc[j + w];
+    return acc[0];
+}
+
+inline float lane_sum(const float* x, std::size_t n) {
+    float acc[lanes] = {};
+    const std::size_t full = n - n % lanes;
+    for (std::size_t i = 0; i < full; i += lanes)
+        for (std::size_t j = 0; j < lanes; ++j) acc[j] += x[i + j];
+    for (std::size_t i = full; i < n; ++i) acc[0] += x[i];
+    return combine_lanes_sum(acc);
+}
+
+inline float lane_sum_abs(const float* x, std::size_t n) {
+    float acc[lanes] = {};
+    const std::size_t full = n - n % lanes;
+    for (std::size_t i = 0; i < full; i += lanes)
+        for (std::size_t j = 0; j < lanes; ++j) acc[j] += std::fabs(x[i + j]);
+    for (std::size_t i = full; i < n; ++i) acc[0] += std::fabs(x[i]);
+    return combine_lanes_sum(acc);
+}
+
+/// Sum of (x - m)^2.
+inline float lane_sum_sq_dev(const float* x, std::size_t n, float m) {
+    float acc[lanes] = {};
+    const std::size_t full = n - n % lanes;
+    for (std::size_t i = 0; i < full; i += lanes)
+        for (std::size_t j = 0; j < lanes; ++j) acc[j] += (x[i + j] - m) * (x[i + j] - m);
+    for (std::size_t i = full; i < n; ++i) acc[0] += (x[i] - m) * (x[i] - m);
+    return combine_lanes_sum(acc);
+}
+
+/// Sum of a[i] * b[i].
+inline float lane_dot(const float* a, const float* b, std::size_t n) {
+    float acc[lanes] = {};
+    const std::size_t full = n - n % lanes;
+    for (std::size_t i = 0; i < full; i += lanes)
+        for (std::size_t j = 0; j < lanes; ++j) acc[j] += a[i + j] * b[i + j];
+    for (std::size_t i = full; i < n; ++i) acc[0] += a[i] * b[i];
+    return combine_lanes_sum(acc);
+}
+
+inline float lane_max_abs(const float* x, std::size_t n) {
+    float acc[lanes] = {};
+    const std::size_t full = n - n % lanes;
+    for (std::size_t i = 0; i < full; i += lanes)
+        for (std::size_t j = 0; j < lanes; ++j) acc[j] = std::max(acc[j], std::fabs(x[i + j]));
+    for (std::size_t i = full; i < n; ++i) acc[0] = std::max(acc[0], std::fabs(x[i]));
+    for (std::size_t w = lanes / 2; w > 0; w /= 2)
+        for (std::size_t j = 0; j < w; ++j) acc[j] = std::max(acc[j], acc[j + w]);
+    return acc[0];
 }
 
 /// Lower median of |x| by radix selection: one histogram pass over the top bits of |x|
@@ -67,14 +166,18 @@ inline float lower_median_abs(const float* x, std::size_t n) {
     const std::size_t k = (n - 1) / 2;  // rank of the lower median, 0-based
     constexpr int shift = 20;           // 11 bits: exponent + 3 mantissa bits
     constexpr std::size_t buckets = std::size_t{1} << (31 - shift);
-    thread_local std::vector<std::uint32_t> histogram;
+    thread_local std::vector<std::uint32_t> histogram, partial;
     thread_local std::vector<float> candidates;
-    histogram.assign(buckets, 0);
+    // Four interleaved sub-histograms: runs of equal buckets would otherwise serialize on one counter.
+    partial.assign(4 * buckets, 0);
     for (std::size_t i = 0; i < n; ++i) {
         std::uint32_t bits;
         std::memcpy(&bits, x + i, sizeof bits);
-        ++histogram[(bits & 0x7fffffffu) >> shift];
+        ++partial[(i & 3) * buckets + ((bits & 0x7fffffffu) >> shift)];
     }
+    histogram.resize(buckets);
+    for (std::size_t b = 0; b < buckets; ++b)
+        histogram[b] = partial[b] + partial[buckets + b] + partial[2 * buckets + b] + partial[3 * buckets + b];
     std::size_t below = 0, bucket = 0;
     for (; bucket < buckets; ++bucket) {
         if (below + histogram[bucket] > k) break;
@@ -111,15 +214,9 @@ inline void normalize_tokens(const float* x, std::size_t T, std::size_t K, float
         [&](std::size_t lo, std::size_t hi) {
             for (std::size_t t = lo; t < hi; ++t) {
                 const float* row = x + t * K;
-                double s = 0, s2 = 0;
-                for (std::size_t k = 0; k < K; ++k) s += row[k];
-                const double mean = s / double(K);
-                for (std::size_t k = 0; k < K; ++k) {
-                    const double d = row[k] - mean;
-                    s2 += d * d;
-                }
-                const float r = float(1.0 / std::sqrt(s2 / double(K) + double(eps)));
-                const float m = float(mean);
+                const float m = detail::lane_sum(row, K) / float(K);
+                const float var = detail::lane_sum_sq_dev(row, K, m) / float(K);
+                const float r = 1.0f / std::sqrt(var + eps);
                 float* out = xn + t * K;
                 for (std::size_t k = 0; k < K; ++k) out[k] = (row[k] - m) * r;
                 if (rstd) rstd[t] = r;
@@ -141,12 +238,8 @@ inline void normalize_tokens_backward(const float* dxn, const float* xn, const f
             for (std::size_t t = lo; t < hi; ++t) {
                 const float* g = dxn + t * K;
                 const float* v = xn + t * K;
-                double sg = 0, sgv = 0;
-                for (std::size_t k = 0; k < K; ++k) {
-                    sg += g[k];
-                    sgv += double(g[k]) * v[k];
-                }
-                const float mg = float(sg / double(K)), mgv = float(sgv / double(K));
+                const float mg = detail::lane_sum(g, K) / float(K);
+                const float mgv = detail::lane_dot(g, v, K) / float(K);
                 const float r = rstd[t];
                 float* out = dx + t * K;
                 for (std::size_t k = 0; k < K; ++k) out[k] = r * (g[k] - mg - v[k] * mgv);
@@ -168,23 +261,11 @@ inline void quantize_activations(const float* x, std::size_t T, std::size_t K, i
         [&](std::size_t lo, std::size_t hi) {
             for (std::size_t t = lo; t < hi; ++t) {
                 const float* row = x + t * K;
-                float amax = 0;
-                for (std::size_t k = 0; k < K; ++k) amax = std::max(amax, std::fabs(row[k]));
+                const float amax = detail::lane_max_abs(row, K);
                 const float s = qp / std::max(amax, quant_eps);
                 const float inv = std::max(amax, quant_eps) / qp;  // 1 / s_x, computed directly
                 float* o = out + t * K;
-                if (lambda == 1.0f) {
-                    for (std::size_t k = 0; k < K; ++k) {
-                        const float v = std::clamp(row[k] * s, -qp, qp);
-                        o[k] = detail::round_half_even_fast(v) * inv;
-                    }
-                } else {
-                    for (std::size_t k = 0; k < K; ++k) {
-                        const float v = std::clamp(row[k] * s, -qp, qp);
-                        const float q = detail::round_half_even_fast(v) * inv;
-                        o[k] = row[k] + lambda * (q - row[k]);
-                    }
-                }
+                detail::quantize_row(row, K, s, inv, qp, lambda, o);
                 if (scale) scale[t] = s;
             }
         },
@@ -196,7 +277,7 @@ template <quantization_policy Policy>
 float weight_scale_value(const float* w, std::size_t n) {
     static_assert(Policy::ternary, "weight_scale_value: only ternary policies have a weight scale");
     if constexpr (Policy::scale == weight_scale::abs_mean) {
-        return n == 0 ? 0.0f : float(detail::sum_abs(w, n) / double(n));
+        return n == 0 ? 0.0f : detail::lane_sum_abs(w, n) / float(n);
     } else {
         return detail::lower_median_abs(w, n);
     }
@@ -211,13 +292,8 @@ float ternarize_weights(const float* w, std::size_t n, float lambda, float* w_ha
     const float m = weight_scale_value<Policy>(w, n);
     const float s = 1.0f / std::max(m, quant_eps);
     const float inv = std::max(m, quant_eps);  // 1 / s_w, without a second rounding
-    for (std::size_t i = 0; i < n; ++i) {
-        // Clamp before rounding so outliers stay inside the rounding trick's range.
-        const float q = detail::round_half_even_fast(std::clamp(w[i] * s, -2.0f, 2.0f));
-        const float c = std::clamp(q, -1.0f, 1.0f);
-        if (w_hat) w_hat[i] = lambda == 1.0f ? c * inv : w[i] + lambda * (c * inv - w[i]);
-        if (codes) codes[i] = static_cast<std::int8_t>(c);
-    }
+    if (w_hat) detail::ternary_dequantized(w, n, s, inv, lambda, w_hat);
+    if (codes) detail::ternary_codes(w, n, s, codes);
     return s;
 }
 
