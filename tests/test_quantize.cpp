@@ -57,11 +57,12 @@ TEMPLATE_TEST_CASE("ternary weights are in {-1, 0, 1} with the policy's scale", 
             m = a[(n - 1) / 2];  // lower median: for even n the smaller middle value
             CHECK(1.0f / s == Approx(m).epsilon(1e-6));
         }
+        const float inv_scale = std::max(tern::weight_scale_value<TestType>(w.data(), n), tern::quant_eps);
         for (std::size_t i = 0; i < n; ++i) {
             REQUIRE((codes[i] == -1 || codes[i] == 0 || codes[i] == 1));
             const float expected = std::clamp(std::nearbyint(w[i] * s), -1.0f, 1.0f);
             REQUIRE(float(codes[i]) == expected);
-            REQUIRE(w_hat[i] == float(codes[i]) * std::max(tern::weight_scale_value<TestType>(w.data(), n), tern::quant_eps));
+            REQUIRE(w_hat[i] == float(codes[i]) * inv_scale);
         }
     }
 }
