@@ -9,7 +9,8 @@
 /// NR-wide panels and op(A) into MR-high panels in thread-local, 64-byte-aligned scratch; a
 /// register-blocked micro-kernel then multiplies panel pairs with the accumulators kept in registers.
 /// Three paths are chosen at run time: AVX-512F (12x32 zmm), AVX2+FMA (6x16 ymm) and portable
-/// scalar (4x8). Products with M == 1 or N == 1 skip packing and run a GEMV kernel instead.
+/// scalar (4x8). Products with M == 1 or N == 1 skip packing and run a GEMV kernel instead; narrow
+/// products (N < NR) are computed as C^T so that the long side fills the vector lanes.
 
 #include <algorithm>
 #include <cstddef>
