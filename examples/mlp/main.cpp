@@ -18,7 +18,7 @@
 namespace {
 
 struct settings {
-    std::string policy, pre_policy, data_dir, save, load, log;
+    std::string policy, pre_policy, data_dir, save, load, log, lr_schedule;
     std::size_t hidden = 256, epochs = 5, batch = 128, threads = 2;
     double lr = 1e-3, wd = 0.0;
     std::uint64_t seed = 1;
@@ -98,8 +98,11 @@ nlohmann::json run(const settings& s) {
                   << s.data_dir << "\n";
         tern::softmax_cross_entropy loss;
         tern::data::batch_iterator batches(train, {.batch_size = s.batch, .seed = s.seed});
+        const std::size_t total_steps = s.epochs * batches.batches_per_epoch();
+        const tern::warmup_cosine cosine(float(s.lr), 0, total_steps);
         const auto before_step = [&](std::size_t at) {
-            optimizer.set_learning_rate(float(s.lr) * s.schedule.lr_factor(at));
+            const float base = s.lr_schedule == "cosine" ? cosine(at) : float(s.lr);
+            optimizer.set_learning_rate(base * s.schedule.lr_factor(at));
             if (post) post->set_quant_strength(s.schedule.lambda(at));
         };
         for (std::size_t epoch = start_epoch; epoch < s.epochs; ++epoch) {
@@ -182,6 +185,8 @@ int main(int argc, char** argv) {
         s.epochs = std::size_t(args.integer("epochs", 5, 0, 100000, "training epochs"));
         s.batch = std::size_t(args.integer("batch", 128, 1, 1 << 20, "batch size"));
         s.lr = args.real("lr", 1e-3, 0.0, 10.0, "AdamW learning rate");
+        s.lr_schedule = args.choice("schedule", "cosine", {"cosine", "constant"},
+                                    "learning-rate schedule over all epochs (cosine decays to 0)");
         s.wd = args.real("wd", 0.0, 0.0, 10.0, "AdamW decoupled weight decay (not on biases)");
         s.threads = std::size_t(args.integer("threads", 2, 1, 1024, "threads"));
         s.seed = std::uint64_t(args.integer("seed", 1, 0, 1L << 62, "random seed"));
