@@ -1,0 +1,439 @@
+#pragma once
+/// @file deploy/frozen_linear.hpp
+/// @brief Inference linear layers: frozen_linear (packed ternary weights, int8 activations) and
+/// frozen_dense (full-precision weights, for fp32/fp16 layers and pinned heads).
+///
+/// frozen_linear computes BitLinear at lambda = 1 (../shared/spec/bitlinear.md, step 5):
+///     y[t][n] = (sum_k Wq[n][k] * xq[t][k]) / (s_w * s_x[t]) (+ b[n])
+/// with the per-token normalization and int8 quantization of packed::quantize_activations and the
+/// exact integer product of packed::ternary_gemm_int.
+///
+/// ## Storage without K padding
+/// The packed kernels cut K into 128-weight blocks. Padding K = 784 to 896 would cost 2.29 bits
+/// per weight, so when the remainder r = K mod 128 is at most 64 the layer is split:
+///   - main: the first K0 = K - r columns, an N x K0 packed_matrix (no padding along K);
+///   - tail: the last r columns of S = 128 / r consecutive rows share one 128-weight row of a
+///     ceil(N/S) x (S*r) packed_matrix: tail row g holds the r tail weights of rows g*S .. g*S+S-1.
+/// The tail product runs on S "spread" tokens per token: token (t, j) holds the r tail activations
+/// of token t at offset j*r and zeros elsewhere, so its dot with tail row g is exactly the tail
+/// part of output row g*S + j. Integer sums are exact, so the split changes no result; K = 784,
+/// N = 256 costs 2.0002 bits per weight (scale included) instead of 2.29.
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "../kernels/fp16.hpp"
+#include "../kernels/gemm.hpp"
+#include "../packed/activation_quant.hpp"
+#include "../packed/aligned_buffer.hpp"
+#include "../packed/packed_matrix.hpp"
+#include "../packed/ternary_gemm.hpp"
+#include "../quantize.hpp"
+#include "inference_model.hpp"
+
+namespace tern {
+
+namespace detail {
+
+/// Per-token normalization giving the same floats as tern::normalize_tokens (the training layer's):
+/// mean and variance summed in double, then out = (x - float(mean)) * float(rstd). The sums use 8
+/// independent lanes (vectorizable) instead of one chain; the double results differ from the
+/// chained ones by ~1e-16 relative, which changes the float mean or rstd essentially never. So the
+/// int8 codes and scales that follow equal the training layer's, and predictions match.
+inline void normalize_like_training(const float* x, std::size_t T, std::size_t K, float* out) {
+    constexpr std::size_t L = 8;
+    for (std::size_t t = 0; t < T; ++t) {
+        const float* row = x + t * K;
+        double acc[L] = {};
+        std::size_t k = 0;
+        for (; k + L <= K; k += L)
+            for (std::size_t j = 0; j < L; ++j) acc[j] += double(row[k + j]);
+        double s = 0;
+        for (; k < K; ++k) s += double(row[k]);
+        for (std::size_t j = 0; j < L; ++j) s += acc[j];
+        const double mean = s / double(K);
+        double acc2[L] = {};
+        for (k = 0; k + L <= K; k += L)
+            for (std::size_t j = 0; j < L; ++j) {
+                const double d = double(row[k + j]) - mean;
+                acc2[j] += d * d;
+            }
+        double s2 = 0;
+        for (; k < K; ++k) {
+            const double d = double(row[k]) - mean;
+            s2 += d * d;
+        }
+        for (std::size_t j = 0; j < L; ++j) s2 += acc2[j];
+        const float r = float(1.0 / std::sqrt(s2 / double(K) + double(quant_eps)));
+        const float m = float(mean);
+        float* o = out + t * K;
+        for (k = 0; k < K; ++k) o[k] = (row[k] - m) * r;
+    }
+}
+
+/// How a ternary N x K matrix is split into a main part and a folded tail (see the file comment).
+struct ternary_split {
+    std::size_t main_cols = 0;  ///< K0: columns held by the main matrix (a multiple of 128, may be 0)
+    std::size_t tail_cols = 0;  ///< r: columns folded into the tail (0: no tail)
+    std::size_t segments = 0;   ///< S: rows folded into one tail row
+    std::size_t tail_rows = 0;  ///< ceil(N / S)
+
+    static ternary_split of(std::size_t rows, std::size_t cols) {
+        ternary_split s;
+        const std::size_t r = cols % packed::block_weights;
+        if (r != 0 && r <= packed::block_weights / 2) {
+            s.main_cols = cols - r;
+            s.tail_cols = r;
+            s.segments = packed::block_weights / r;
+            s.tail_rows = (rows + s.segments - 1) / s.segments;
+        } else {
+            s.main_cols = cols;  // a single (padded) matrix
+        }
+        return s;
+    }
+    std::size_t main_bytes(std::size_t rows) const {
+        return main_cols ? packed::padded_rows_for(rows) * packed::padded_cols_for(main_cols) / 4 : 0;
+    }
+    std::size_t tail_bytes() const {
+        return tail_cols ? packed::padded_rows_for(tail_rows) * packed::block_weights / 4 : 0;
+    }
+};
+
+}  // namespace detail
+
+/// @brief Inference BitLinear: 2-bit packed ternary weights, a per-tensor scale s_w, optional bias.
+///
+/// forward(x [..., K]) normalizes each token, quantizes it to int8 (absmax, 127 levels) and runs
+/// the packed integer product; it equals linear<absmean_ternary|absmedian_ternary, 8>::forward at
+/// lambda 1 up to float rounding (the training layer normalizes in double).
+/// @throws tern::error on construction for activation bits other than 8, codes outside {-1, 0, 1},
+/// a non-positive scale; on forward for an input whose last axis is not K.
+class frozen_linear final : public inference_layer {
+public:
+    /// @brief Packs @p codes (N x K row-major, values in {-1, 0, 1}) with weight scale @p s_w
+    /// (Wq / s_w is the dequantized weight) and optional @p bias (N values, or null).
+    /// @param policy  the training policy name, recorded in the file ("absmean", "absmedian").
+    frozen_linear(const std::int8_t* codes, std::size_t in, std::size_t out, float s_w, const float* bias,
+                  std::string policy, int activation_bits = 8)
+        : in_(in), out_(out), s_w_(s_w), policy_(std::move(policy)), split_(detail::ternary_split::of(out, in)) {
+        check_header(activation_bits);
+        detail::require(codes != nullptr, "frozen_linear: null codes");
+        if (split_.main_cols) {
+            std::vector<std::int8_t> m(out * split_.main_cols);
+            for (std::size_t n = 0; n < out; ++n)
+                std::copy(codes + n * in, codes + n * in + split_.main_cols, m.data() + n * split_.main_cols);
+            main_ = packed::packed_matrix(m, out, split_.main_cols);
+        }
+        if (split_.tail_cols) {
+            const std::size_t r = split_.tail_cols, S = split_.segments, tc = S * r;
+            std::vector<std::int8_t> t(split_.tail_rows * tc, 0);
+            for (std::size_t n = 0; n < out; ++n)
+                std::copy(codes + n * in + split_.main_cols, codes + n * in + in,
+                          t.data() + (n / S) * tc + (n % S) * r);
+            tail_ = packed::packed_matrix(t, split_.tail_rows, tc);
+        }
+        if (bias) bias_.assign(bias, bias + out);
+    }
+
+    /// @brief Adopts packed bytes as written by save() (main and tail parts), checking every code.
+    /// @throws tern::error if a byte count is wrong, a code is 3 or a padding position is not 0.
+    frozen_linear(std::size_t in, std::size_t out, float s_w, std::vector<float> bias, std::string policy,
+                  int activation_bits, const std::vector<std::uint8_t>& main_bytes,
+                  const std::vector<std::uint8_t>& tail_bytes)
+        : in_(in), out_(out), s_w_(s_w), bias_(std::move(bias)), policy_(std::move(policy)),
+          split_(detail::ternary_split::of(out, in)) {
+        check_header(activation_bits);
+        detail::require(bias_.empty() || bias_.size() == out, "frozen_linear: bias has ", bias_.size(),
+                        " values, expected ", out);
+        if (split_.main_cols) main_ = packed::packed_matrix(out, split_.main_cols, main_bytes.data(), main_bytes.size());
+        else detail::require(main_bytes.empty(), "frozen_linear: expected no main bytes, got ", main_bytes.size());
+        if (split_.tail_cols) {
+            tail_ = packed::packed_matrix(split_.tail_rows, split_.segments * split_.tail_cols, tail_bytes.data(),
+                                          tail_bytes.size());
+            // Segments past the last row (when S does not divide N) must hold weight 0.
+            for (std::size_t n = out; n < split_.tail_rows * split_.segments; ++n)
+                for (std::size_t i = 0; i < split_.tail_cols; ++i)
+                    detail::require(tail_.weight(n / split_.segments, (n % split_.segments) * split_.tail_cols + i) == 0,
+                                    "frozen_linear: unused tail segment of row ", n, " holds a non-zero weight");
+        } else {
+            detail::require(tail_bytes.empty(), "frozen_linear: expected no tail bytes, got ", tail_bytes.size());
+        }
+    }
+
+    std::string kind() const override { return "ternary_linear"; }
+    std::size_t in_features() const { return in_; }
+    std::size_t out_features() const { return out_; }
+    float weight_scale() const { return s_w_; }
+    bool has_bias() const { return !bias_.empty(); }
+    const std::vector<float>& bias() const { return bias_; }
+    const std::string& policy() const { return policy_; }
+    int activation_bits() const { return 8; }
+    /// @brief The main packed matrix (N x K0; empty when K < 128 and folded entirely into the tail).
+    const packed::packed_matrix& main_matrix() const { return main_; }
+    /// @brief The folded tail matrix (empty when there is no tail).
+    const packed::packed_matrix& tail_matrix() const { return tail_; }
+
+    /// @brief The weight in {-1, 0, 1} at (@p n, @p k), whichever part holds it.
+    int weight(std::size_t n, std::size_t k) const {
+        if (k < split_.main_cols) return main_.weight(n, k);
+        const std::size_t S = split_.segments, r = split_.tail_cols;
+        return tail_.weight(n / S, (n % S) * r + (k - split_.main_cols));
+    }
+    /// @brief All weights, N x K row-major in {-1, 0, 1}.
+    std::vector<std::int8_t> unpack() const {
+        std::vector<std::int8_t> w(out_ * in_);
+        for (std::size_t n = 0; n < out_; ++n)
+            for (std::size_t k = 0; k < in_; ++k) w[n * in_ + k] = static_cast<std::int8_t>(weight(n, k));
+        return w;
+    }
+
+    const tensor& forward(const tensor& x) override {
+        const std::size_t T = detail::token_count(x, in_, "frozen_linear (ternary_linear)");
+        detail::shape_like(y_, x, out_);
+        forward(x.data(), T, y_.data());
+        return y_;
+    }
+
+    /// @brief Raw form: y[T x N] from x[T x K], both contiguous.
+    void forward(const float* x, std::size_t T, float* y) {
+        if (T == 0) return;
+        const std::size_t N = out_, K = in_;
+        // Normalize as the training layer does, then quantize the normalized rows (normalize = false).
+        if (xn_.size() < T * K) xn_.resize(T * K);
+        detail::normalize_like_training(x, T, K, xn_.data());
+        packed::quantize_activations(xn_.data(), T, K, K, qa_, false);
+        if (dots_.size() < T * N) dots_.resize(T * N);
+        std::int32_t* dots = dots_.data();
+        if (split_.main_cols) {
+            // With sum_q over all K the main dots come out short by the tail's sum(q); the tail
+            // tokens get sum 0, which adds it back (see the file comment).
+            packed::ternary_gemm_int(main_, qa_.q.data(), qa_.padded_cols, qa_.sum.data(), T, dots, N);
+        } else {
+            for (std::size_t t = 0; t < T; ++t)
+                for (std::size_t n = 0; n < N; ++n) dots[t * N + n] = -qa_.sum[t];
+        }
+        if (split_.tail_cols) add_tail(T, dots);
+        const float s_w = s_w_;
+        const float* b = bias_.empty() ? nullptr : bias_.data();
+        for (std::size_t t = 0; t < T; ++t) {
+            // The same epilogue as packed::ternary_gemm (one reciprocal per token).
+            const float inv = 1.0f / (s_w * qa_.scale[t]);
+            const std::int32_t* d = dots + t * N;
+            float* yt = y + t * N;
+            if (b) {
+                for (std::size_t n = 0; n < N; ++n) {
+                    const float v = static_cast<float>(d[n]) * inv;
+                    yt[n] = v + b[n];
+                }
+            } else {
+                for (std::size_t n = 0; n < N; ++n) yt[n] = static_cast<float>(d[n]) * inv;
+            }
+        }
+    }
+
+    nlohmann::json config() const override {
+        return {{"kind", kind()},          {"in", in_},           {"out", out_}, {"bias", has_bias()},
+                {"activation_bits", 8},    {"policy", policy_},   {"packed_bytes", split_.main_bytes(out_)},
+                {"tail_bytes", split_.tail_bytes()}};
+    }
+    void save(layer_writer& w) const override {
+        if (split_.main_cols) w.put_bytes("packed", main_.bytes(), main_.byte_count());
+        if (split_.tail_cols) w.put_bytes("packed_tail", tail_.bytes(), tail_.byte_count());
+        w.put("scale", tensor(shape_t{1}, s_w_));
+        if (has_bias()) {
+            tensor b = tensor::from_shape({out_});
+            std::copy(bias_.begin(), bias_.end(), b.data());
+            w.put("bias", b);
+        }
+    }
+    std::size_t parameter_bytes() const override { return packed_bytes() + bias_.size() * sizeof(float); }
+    std::size_t packed_weights() const override { return in_ * out_; }
+    std::size_t packed_bytes() const override {
+        return (split_.main_cols ? main_.byte_count() : 0) + (split_.tail_cols ? tail_.byte_count() : 0) + sizeof(float);
+    }
+    feature_info propagate(feature_info in, const std::string& where) const override {
+        detail::require(in.last == 0 || in.last == in_, where, ": expects ", in_,
+                        " input features but the previous layers give ", in.last);
+        return {out_, in.total && in.last ? in.total / in.last * out_ : 0};
+    }
+    std::string describe() const override {
+        return "ternary_linear<" + policy_ + ",a8>(" + std::to_string(in_) + "->" + std::to_string(out_) +
+               (has_bias() ? ",bias" : "") + ")";
+    }
+
+    /// @brief Loader for kind "ternary_linear".
+    static std::unique_ptr<inference_layer> load(const layer_reader& r) {
+        const std::size_t in = r.size_field("in"), out = r.size_field("out");
+        const bool bias = r.bool_field("bias");
+        const double bits = r.number_field("activation_bits");
+        if (bits != 8.0)
+            r.fail("activation_bits ", bits, " is not supported by the packed kernels (8 only)");
+        const std::string policy = r.string_field("policy");
+        if (in > packed::max_cols) r.fail("in = ", in, " exceeds the kernels' limit of ", packed::max_cols);
+        const auto split = detail::ternary_split::of(out, in);
+        static const std::vector<std::uint8_t> none;
+        const auto& main = split.main_cols ? r.u8("packed", split.main_bytes(out)) : none;
+        const auto& tail = split.tail_cols ? r.u8("packed_tail", split.tail_bytes()) : none;
+        const tensor scale = r.f32("scale", {1});
+        const float s_w = scale(0);
+        if (!(s_w > 0.0f) || !std::isfinite(s_w)) r.fail("tensor '", r.prefix(), "scale': expected a positive finite weight scale, found ", s_w);
+        std::vector<float> b;
+        if (bias) {
+            const tensor bt = r.f32("bias", {out});
+            b.assign(bt.data(), bt.data() + out);
+        }
+        try {
+            return std::make_unique<frozen_linear>(in, out, s_w, std::move(b), policy, 8, main, tail);
+        } catch (const error& e) {
+            r.fail("packed weights ", in, "x", out, ": ", e.what());
+        }
+    }
+
+private:
+    void check_header(int activation_bits) const {
+        detail::require(activation_bits == 8, "frozen_linear: ", activation_bits,
+                        "-bit activations are not supported by the packed kernels (8 only); keep such layers in "
+                        "their training form or retrain with 8-bit activations");
+        detail::require(in_ > 0 && out_ > 0, "frozen_linear: expected positive feature counts, got ", in_, " -> ",
+                        out_);
+        detail::require(s_w_ > 0.0f && std::isfinite(s_w_), "frozen_linear: weight scale must be positive, got ",
+                        s_w_);
+    }
+
+    /// dots[t][n] += tail part of row n, computed on S spread tokens per token.
+    void add_tail(std::size_t T, std::int32_t* dots) {
+        const std::size_t N = out_, r = split_.tail_cols, S = split_.segments, Nt = split_.tail_rows;
+        const std::size_t B = packed::block_weights, K0 = split_.main_cols;
+        const std::size_t spread = T * S;
+        if (tail_q_.size() < spread * B) {
+            tail_q_.resize(spread * B);  // zeroed; each token's segment slot never moves, so the
+            tail_sum_.resize(spread);    // zeros elsewhere stay valid across calls
+        }
+        for (std::size_t t = 0; t < T; ++t) {
+            const std::int8_t* src = qa_.row(t) + K0;
+            for (std::size_t j = 0; j < S; ++j) std::memcpy(tail_q_.data() + (t * S + j) * B + j * r, src, r);
+        }
+        if (tail_dots_.size() < spread * Nt) tail_dots_.resize(spread * Nt);
+        packed::ternary_gemm_int(tail_, tail_q_.data(), B, tail_sum_.data(), spread, tail_dots_.data(), Nt);
+        for (std::size_t t = 0; t < T; ++t) {
+            std::int32_t* d = dots + t * N;
+            for (std::size_t j = 0; j < S; ++j) {
+                const std::int32_t* td = tail_dots_.data() + (t * S + j) * Nt;
+                for (std::size_t g = 0, n = j; n < N; ++g, n += S) d[n] += td[g];
+            }
+        }
+    }
+
+    std::size_t in_, out_;
+    float s_w_;
+    std::vector<float> bias_;
+    std::string policy_;
+    detail::ternary_split split_;
+    packed::packed_matrix main_, tail_;
+    // Scratch, reused across calls.
+    packed::quantized_activations qa_;
+    packed::aligned_buffer<std::int32_t> dots_, tail_dots_, tail_sum_;
+    packed::aligned_buffer<std::int8_t> tail_q_;
+    packed::aligned_buffer<float> xn_;
+    tensor y_;
+};
+
+/// @brief Full-precision inference linear y = x W^T + b: fp32 layers, fp16 layers (weights stored
+/// already rounded to binary16, inputs rounded at run time) and the prenorm policies (input
+/// normalized per token first). Computes exactly what the training layer computes.
+class frozen_dense final : public inference_layer {
+public:
+    /// @param weight [out, in]; @param bias [out] or empty; @param normalize BitLinear's input
+    /// normalization (prenorm policies); @param half round inputs (and weights) to binary16.
+    frozen_dense(tensor weight, tensor bias, bool normalize, bool half, std::string policy)
+        : weight_(std::move(weight)), bias_(std::move(bias)), normalize_(normalize), half_(half),
+          policy_(std::move(policy)) {
+        detail::require(weight_.dimension() == 2 && weight_.size() > 0, "frozen_dense: expected a 2-d weight, got shape ",
+                        detail::shape_string(weight_.shape()));
+        out_ = weight_.shape()[0];
+        in_ = weight_.shape()[1];
+        // A default tern::tensor is a 0-d scalar of size 1, so "no bias" is any 0-d or empty tensor.
+        has_bias_ = bias_.dimension() >= 1 && bias_.size() > 0;
+        detail::require(!has_bias_ || (bias_.dimension() == 1 && bias_.size() == out_), "frozen_dense: bias of shape ",
+                        detail::shape_string(bias_.shape()), " for ", out_, " outputs");
+        if (half_) kernels::round_to_half(weight_.data(), weight_.data(), weight_.size());  // idempotent
+    }
+
+    std::string kind() const override { return "linear"; }
+    std::size_t in_features() const { return in_; }
+    std::size_t out_features() const { return out_; }
+    bool has_bias() const { return has_bias_; }
+    const tensor& weight() const { return weight_; }
+
+    const tensor& forward(const tensor& x) override {
+        const std::size_t T = detail::token_count(x, in_, "frozen_dense (linear)");
+        detail::shape_like(y_, x, out_);
+        const std::size_t K = in_, N = out_;
+        const float* in = x.data();
+        if (normalize_ || half_) {
+            if (scratch_.size() < T * K) scratch_.resize(T * K);
+            if (normalize_) {
+                normalize_tokens(in, T, K, scratch_.data(), nullptr);
+                in = scratch_.data();
+            }
+            if (half_) {
+                kernels::round_to_half(in, scratch_.data(), T * K);
+                in = scratch_.data();
+            }
+        }
+        float* y = y_.data();
+        kernels::sgemm(false, true, T, N, K, 1.0f, in, K, weight_.data(), K, 0.0f, y, N);
+        if (has_bias()) {
+            const float* b = bias_.data();
+            for (std::size_t t = 0; t < T; ++t)
+                for (std::size_t n = 0; n < N; ++n) y[t * N + n] += b[n];
+        }
+        return y_;
+    }
+
+    nlohmann::json config() const override {
+        return {{"kind", kind()},          {"in", in_},     {"out", out_}, {"bias", has_bias()},
+                {"normalize", normalize_}, {"half", half_}, {"policy", policy_}};
+    }
+    void save(layer_writer& w) const override {
+        w.put("weight", weight_);
+        if (has_bias()) w.put("bias", bias_);
+    }
+    std::size_t parameter_bytes() const override {
+        return (weight_.size() + (has_bias_ ? bias_.size() : 0)) * sizeof(float);
+    }
+    feature_info propagate(feature_info in, const std::string& where) const override {
+        detail::require(in.last == 0 || in.last == in_, where, ": expects ", in_,
+                        " input features but the previous layers give ", in.last);
+        return {out_, in.total && in.last ? in.total / in.last * out_ : 0};
+    }
+    std::string describe() const override {
+        return "linear<" + policy_ + ">(" + std::to_string(in_) + "->" + std::to_string(out_) +
+               (has_bias() ? ",bias" : "") + ")";
+    }
+
+    /// @brief Loader for kind "linear".
+    static std::unique_ptr<inference_layer> load(const layer_reader& r) {
+        const std::size_t in = r.size_field("in"), out = r.size_field("out");
+        const bool bias = r.bool_field("bias"), normalize = r.bool_field("normalize"), half = r.bool_field("half");
+        tensor w = r.f32("weight", {out, in});
+        tensor b = bias ? r.f32("bias", {out}) : tensor::from_shape({0});
+        return std::make_unique<frozen_dense>(std::move(w), std::move(b), normalize, half, r.string_field("policy"));
+    }
+
+private:
+    tensor weight_, bias_;
+    bool normalize_, half_, has_bias_ = false;
+    std::string policy_;
+    std::size_t in_ = 0, out_ = 0;
+    std::vector<float> scratch_;
+    tensor y_;
+};
+
+}  // namespace tern
