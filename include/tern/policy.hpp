@@ -11,6 +11,7 @@
 /// (`fp16_prenorm`, `fp32_prenorm`): the continual-QAT papers' "pre-quantized" 16-bit phase.
 
 #include <concepts>
+#include <type_traits>
 #include <string_view>
 
 namespace tern {
@@ -88,6 +89,16 @@ inline constexpr int float_activations = 32;
 /// @brief A valid activation bit width: 2..16 bits, or float_activations.
 template <int Bits>
 concept activation_bits = (Bits == float_activations) || (Bits >= 2 && Bits <= 16);
+
+namespace detail {
+/// The policy itself when valid, else fp32: after a failed static_assert the rest of a layer still
+/// instantiates cleanly, so a wrong policy gives one error line instead of a cascade.
+template <class P>
+using valid_policy_t = std::conditional_t<quantization_policy<P>, P, fp32>;
+/// Likewise for the activation width.
+template <int Bits>
+inline constexpr int valid_bits = activation_bits<Bits> ? Bits : 8;
+}  // namespace detail
 
 /// @brief Whether activations are quantized for this policy and width (only ternary policies quantize).
 template <class P, int Bits>

@@ -23,6 +23,8 @@ class linear {
     static_assert(activation_bits<ActBits>,
                   "tern::linear: ActBits must be in 2..16, or tern::float_activations");
 
+    using core_type = detail::projection<detail::valid_policy_t<Policy>, detail::valid_bits<ActBits>>;
+
 public:
     using policy = Policy;
     static constexpr int activation_bits = ActBits;
@@ -30,7 +32,8 @@ public:
     using rebind = linear<Q, ActBits>;
 
     /// @param in, out  feature counts. @param bias  whether to learn a bias (ternary layers default to none).
-    linear(std::size_t in, std::size_t out, bool bias = !Policy::ternary) : core_(in, out, bias) {
+    linear(std::size_t in, std::size_t out, bool bias = !detail::valid_policy_t<Policy>::ternary)
+        : core_(in, out, bias) {
         detail::require(in > 0 && out > 0, "linear: expected positive feature counts, got ", in, " -> ", out);
     }
 
@@ -68,11 +71,11 @@ public:
     std::size_t out_features() const { return core_.out_features(); }
     tensor& weight() { return core_.weight; }
     tensor& bias() { return core_.bias; }
-    const detail::projection<Policy, ActBits>& core() const { return core_; }
-    detail::projection<Policy, ActBits>& core() { return core_; }
+    const core_type& core() const { return core_; }
+    core_type& core() { return core_; }
 
 private:
-    detail::projection<Policy, ActBits> core_;
+    core_type core_;
     shape_t input_shape_;
 };
 
