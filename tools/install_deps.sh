@@ -4,7 +4,7 @@
 # Only missing packages are installed. Usage: tools/install_deps.sh [--minimal]
 #   --minimal  skip PyTorch and doxygen (enough to build, test and run the examples)
 set -euo pipefail
-packages=(cmake make g++ pkg-config clang-14 libclang-rt-14-dev
+packages=(cmake make g++ pkg-config doxygen clang-14 libclang-rt-14-dev
           libxtensor-dev xtl-dev libxsimd-dev catch2 nlohmann-json3-dev zlib1g-dev libopenblas-dev
           dataset-fashion-mnist bible-kjv)
 if [ "${1:-}" != "--minimal" ]; then

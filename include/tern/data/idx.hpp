@@ -2,7 +2,7 @@
 /// @file idx.hpp
 /// @brief Reader for the IDX format of MNIST / Fashion-MNIST, plain or gzip-compressed.
 ///
-/// Layout (all big-endian): bytes 0x00 0x00 <type> <ndim>, then ndim uint32 dimensions, then
+/// Layout (all big-endian): bytes `0x00 0x00 <type> <ndim>`, then ndim uint32 dimensions, then
 /// the elements in row-major order. Header dimensions are never trusted: for plain files they
 /// are checked against the real file size before anything is allocated, and gzip data is read
 /// in chunks that stop at the claimed size (so a lying header cannot trigger a huge allocation).
