@@ -110,7 +110,7 @@ struct ternary_split {
 /// @brief Inference BitLinear: 2-bit packed ternary weights, a per-tensor scale s_w, optional bias.
 ///
 /// forward(x [..., K]) normalizes each token, quantizes it to int8 (absmax, 127 levels) and runs
-/// the packed integer product; it equals linear<absmean_ternary|absmedian_ternary, 8>::forward at
+/// the packed integer product; it equals `linear<absmean_ternary|absmedian_ternary, 8>::forward` at
 /// lambda 1 up to float rounding (the training layer normalizes in double).
 /// @throws tern::error on construction for activation bits other than 8, codes outside {-1, 0, 1},
 /// a non-positive scale; on forward for an input whose last axis is not K.
