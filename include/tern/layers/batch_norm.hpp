@@ -1,0 +1,164 @@
+#pragma once
+/// @file layers/batch_norm.hpp
+/// @brief tern::batch_norm2d: batch normalization of NCHW images with running statistics.
+///
+/// Normalization layers stay full precision in every policy.
+
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "../parameter.hpp"
+#include "../tensor.hpp"
+#include "../threads.hpp"
+
+namespace tern {
+
+/// @brief Batch normalization over the channels of [B, C, H, W] images (PyTorch's nn.BatchNorm2d).
+///
+/// Training mode: each channel is normalized with the mean and biased variance over (B, H, W), then
+/// scaled by weight (gamma, init 1) and shifted by bias (beta, init 0); the running statistics
+/// follow r = (1 - momentum) r + momentum * batch value, with the unbiased variance for
+/// running_var. Evaluation mode (set_training(false)): the running statistics are used and not
+/// updated. Parameters: "weight" and "bias" (trainable, no weight decay); buffers "running_mean"
+/// (init 0) and "running_var" (init 1), listed with grad == nullptr so checkpoints save them.
+/// @throws tern::error on a non-positive channel count, a momentum outside [0, 1], an input that is
+///         not [B, C, H, W] with C channels, or a training batch with a single value per channel.
+class batch_norm2d {
+public:
+    explicit batch_norm2d(std::size_t channels, float momentum = 0.1f, float eps = 1e-5f)
+        : C_(channels), momentum_(momentum), eps_(eps) {
+        detail::require(channels > 0, "batch_norm2d: expected a positive channel count, got 0");
+        detail::require(momentum >= 0.0f && momentum <= 1.0f, "batch_norm2d: expected momentum in [0, 1], got ",
+                        momentum);
+        detail::require(eps > 0.0f, "batch_norm2d: expected eps > 0, got ", eps);
+        weight = tensor(shape_t{channels}, 1.0f);
+        bias = zeros({channels});
+        weight_grad = zeros({channels});
+        bias_grad = zeros({channels});
+        running_mean = zeros({channels});
+        running_var = tensor(shape_t{channels}, 1.0f);
+    }
+
+    void set_training(bool training) { training_ = training; }
+    bool training() const { return training_; }
+
+    tensor forward(const tensor& x) {
+        detail::require(x.dimension() == 4 && x.shape()[1] == C_, "batch_norm2d: expected input [B, ", C_,
+                        ", H, W] (NCHW), got shape ", detail::shape_string(x.shape()));
+        shape_ = detail::to_shape(x.shape());
+        const std::size_t B = shape_[0], area = shape_[2] * shape_[3], n = B * area;
+        detail::require(!training_ || n > 1, "batch_norm2d: training needs more than one value per channel, got input ",
+                        detail::shape_string(x.shape()));
+        used_batch_stats_ = training_;
+        x_hat_.resize(x.size());
+        inv_std_.resize(C_);
+        tensor y(shape_);
+        const float* xs = x.data();
+        float* ys = y.data();
+        float* xh = x_hat_.data();
+        parallel_for(
+            C_, [&](std::size_t lo, std::size_t hi) {
+                for (std::size_t c = lo; c < hi; ++c) {
+                    float mean, inv;
+                    if (training_) {
+                        double s = 0;
+                        for (std::size_t b = 0; b < B; ++b) {
+                            const float* p = xs + (b * C_ + c) * area;
+                            for (std::size_t i = 0; i < area; ++i) s += p[i];
+                        }
+                        const double m = s / double(n);
+                        double s2 = 0;
+                        for (std::size_t b = 0; b < B; ++b) {
+                            const float* p = xs + (b * C_ + c) * area;
+                            for (std::size_t i = 0; i < area; ++i) {
+                                const double d = p[i] - m;
+                                s2 += d * d;
+                            }
+                        }
+                        const double var = s2 / double(n);
+                        mean = float(m);
+                        inv = float(1.0 / std::sqrt(var + double(eps_)));
+                        running_mean(c) = (1.0f - momentum_) * running_mean(c) + momentum_ * mean;
+                        running_var(c) =
+                            (1.0f - momentum_) * running_var(c) + momentum_ * float(s2 / double(n - 1));
+                    } else {
+                        mean = running_mean(c);
+                        inv = 1.0f / std::sqrt(running_var(c) + eps_);
+                    }
+                    inv_std_[c] = inv;
+                    const float g = weight(c), sh = bias(c);
+                    for (std::size_t b = 0; b < B; ++b) {
+                        const std::size_t off = (b * C_ + c) * area;
+                        for (std::size_t i = 0; i < area; ++i) {
+                            const float v = (xs[off + i] - mean) * inv;
+                            xh[off + i] = v;
+                            ys[off + i] = v * g + sh;
+                        }
+                    }
+                }
+            },
+            double(x.size()) * 4, 2e5);
+        return y;
+    }
+
+    tensor backward(const tensor& grad_output) {
+        detail::require(detail::to_shape(grad_output.shape()) == shape_, "batch_norm2d: expected output gradient of shape ",
+                        detail::shape_string(shape_), ", got ", detail::shape_string(grad_output.shape()));
+        const std::size_t B = shape_[0], area = shape_[2] * shape_[3], n = B * area;
+        tensor dx(shape_);
+        const float* gs = grad_output.data();
+        const float* xh = x_hat_.data();
+        float* d = dx.data();
+        parallel_for(
+            C_, [&](std::size_t lo, std::size_t hi) {
+                for (std::size_t c = lo; c < hi; ++c) {
+                    double sg = 0, sgx = 0;
+                    for (std::size_t b = 0; b < B; ++b) {
+                        const std::size_t off = (b * C_ + c) * area;
+                        for (std::size_t i = 0; i < area; ++i) {
+                            sg += gs[off + i];
+                            sgx += double(gs[off + i]) * xh[off + i];
+                        }
+                    }
+                    weight_grad(c) += float(sgx);
+                    bias_grad(c) += float(sg);
+                    const float scale = weight(c) * inv_std_[c];
+                    // Batch statistics depend on x: subtract the mean gradient and its projection on x_hat.
+                    const float mg = used_batch_stats_ ? float(sg / double(n)) : 0.0f;
+                    const float mgx = used_batch_stats_ ? float(sgx / double(n)) : 0.0f;
+                    for (std::size_t b = 0; b < B; ++b) {
+                        const std::size_t off = (b * C_ + c) * area;
+                        for (std::size_t i = 0; i < area; ++i) d[off + i] = scale * (gs[off + i] - mg - xh[off + i] * mgx);
+                    }
+                }
+            },
+            double(dx.size()) * 4, 2e5);
+        return dx;
+    }
+
+    void collect_parameters(parameter_list& out, const std::string& prefix) {
+        out.push_back({prefix + "weight", &weight, &weight_grad, false});
+        out.push_back({prefix + "bias", &bias, &bias_grad, false});
+        out.push_back({prefix + "running_mean", &running_mean, nullptr, false});
+        out.push_back({prefix + "running_var", &running_var, nullptr, false});
+    }
+
+    std::string describe() const { return "batch_norm2d(" + std::to_string(C_) + ")"; }
+
+    std::size_t channels() const { return C_; }
+    float momentum() const { return momentum_; }
+    float eps() const { return eps_; }
+
+    tensor weight, bias, weight_grad, bias_grad;  ///< gamma, beta and their gradients, [C] each
+    tensor running_mean, running_var;             ///< buffers, [C] each
+
+private:
+    std::size_t C_;
+    float momentum_, eps_;
+    bool training_ = true, used_batch_stats_ = true;
+    shape_t shape_;
+    std::vector<float> x_hat_, inv_std_;
+};
+
+}  // namespace tern

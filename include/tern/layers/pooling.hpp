@@ -1,0 +1,253 @@
+#pragma once
+/// @file layers/pooling.hpp
+/// @brief Pooling over NCHW images: max_pool2d, avg_pool2d and global_avg_pool2d.
+///
+/// Pooling layers have no parameters and no policy: they stay full precision in every model.
+
+#include <algorithm>
+#include <cstdint>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "../tensor.hpp"
+#include "../threads.hpp"
+
+namespace tern {
+namespace detail {
+
+/// Shared geometry and checks of the windowed pooling layers.
+class pool_window {
+public:
+    pool_window(const char* name, std::size_t kernel, std::size_t stride, std::size_t padding)
+        : name_(name), k_(kernel), s_(stride == 0 ? kernel : stride), p_(padding) {
+        require(kernel > 0, name, ": expected a kernel size of at least 1, got 0");
+        require(2 * padding <= kernel, name, ": padding must be at most half the kernel size, got padding ", padding,
+                " for kernel ", kernel);
+    }
+
+    std::string describe() const {
+        return std::string(name_) + "(k" + std::to_string(k_) + ",s" + std::to_string(s_) + ",p" +
+               std::to_string(p_) + ")";
+    }
+
+    std::size_t kernel_size() const { return k_; }
+    std::size_t stride() const { return s_; }
+    std::size_t padding() const { return p_; }
+
+protected:
+    /// Checks x is [B, C, H, W] with room for one window; records the shapes.
+    void begin(const tensor& x) {
+        require(x.dimension() == 4, name_, ": expected input [B, C, H, W] (NCHW), got shape ",
+                shape_string(x.shape()));
+        N_ = x.shape()[0];
+        C_ = x.shape()[1];
+        H_ = x.shape()[2];
+        W_ = x.shape()[3];
+        require(H_ + 2 * p_ >= k_ && W_ + 2 * p_ >= k_, name_, ": input of shape ", shape_string(x.shape()),
+                " is smaller than the ", k_, "x", k_, " window after padding ", p_);
+        Ho_ = (H_ + 2 * p_ - k_) / s_ + 1;
+        Wo_ = (W_ + 2 * p_ - k_) / s_ + 1;
+    }
+
+    void check_grad(const tensor& g) const {
+        const shape_t expected{N_, C_, Ho_, Wo_};
+        require(to_shape(g.shape()) == expected, name_, ": expected output gradient of shape ",
+                shape_string(expected), ", got ", shape_string(g.shape()));
+    }
+
+    /// Clipped input range [lo, hi) of window o along an axis of length n.
+    void range(std::size_t o, std::size_t n, std::size_t& lo, std::size_t& hi) const {
+        const long start = long(o * s_) - long(p_);
+        lo = std::size_t(std::max<long>(start, 0));
+        hi = std::size_t(std::min<long>(start + long(k_), long(n)));
+    }
+
+    /// Runs fn(plane index) for every (image, channel) plane, in parallel for large inputs.
+    template <class Fn>
+    void for_planes(Fn&& fn) const {
+        parallel_for(
+            N_ * C_, [&](std::size_t lo, std::size_t hi) {
+                for (std::size_t i = lo; i < hi; ++i) fn(i);
+            },
+            double(N_ * C_) * double(Ho_ * Wo_ * k_ * k_), 4e5);
+    }
+
+    const char* name_;
+    std::size_t k_, s_, p_;
+    std::size_t N_ = 0, C_ = 0, H_ = 0, W_ = 0, Ho_ = 0, Wo_ = 0;
+};
+
+}  // namespace detail
+
+/// @brief Max pooling over k x k windows of NCHW images (PyTorch's nn.MaxPool2d).
+///
+/// Output [B, C, Ho, Wo] with Ho = (H + 2 padding - k) / stride + 1; padded cells never win.
+/// The gradient goes to the first maximal element of each window.
+/// @throws tern::error for kernel 0, padding above kernel / 2, a non-NCHW input or one smaller
+///         than the window.
+class max_pool2d : public detail::pool_window {
+public:
+    /// @param stride  0 means "equal to the kernel size" (non-overlapping windows).
+    explicit max_pool2d(std::size_t kernel, std::size_t stride = 0, std::size_t padding = 0)
+        : pool_window("max_pool2d", kernel, stride, padding) {}
+
+    tensor forward(const tensor& x) {
+        begin(x);
+        tensor y(shape_t{N_, C_, Ho_, Wo_});
+        argmax_.resize(y.size());
+        const float* xs = x.data();
+        float* ys = y.data();
+        for_planes([&](std::size_t plane) {
+            const float* in = xs + plane * H_ * W_;
+            float* out = ys + plane * Ho_ * Wo_;
+            std::uint32_t* arg = argmax_.data() + plane * Ho_ * Wo_;
+            for (std::size_t oh = 0; oh < Ho_; ++oh) {
+                std::size_t h0, h1;
+                range(oh, H_, h0, h1);
+                for (std::size_t ow = 0; ow < Wo_; ++ow) {
+                    std::size_t w0, w1;
+                    range(ow, W_, w0, w1);
+                    float best = -std::numeric_limits<float>::infinity();
+                    std::size_t where = h0 * W_ + w0;
+                    for (std::size_t h = h0; h < h1; ++h)
+                        for (std::size_t w = w0; w < w1; ++w) {
+                            const float v = in[h * W_ + w];
+                            if (v > best) {
+                                best = v;
+                                where = h * W_ + w;
+                            }
+                        }
+                    out[oh * Wo_ + ow] = in[where];
+                    arg[oh * Wo_ + ow] = std::uint32_t(where);
+                }
+            }
+        });
+        return y;
+    }
+
+    tensor backward(const tensor& grad_output) {
+        check_grad(grad_output);
+        tensor dx = zeros({N_, C_, H_, W_});
+        const float* gs = grad_output.data();
+        float* dxs = dx.data();
+        for_planes([&](std::size_t plane) {
+            const float* g = gs + plane * Ho_ * Wo_;
+            const std::uint32_t* arg = argmax_.data() + plane * Ho_ * Wo_;
+            float* d = dxs + plane * H_ * W_;
+            for (std::size_t o = 0; o < Ho_ * Wo_; ++o) d[arg[o]] += g[o];
+        });
+        return dx;
+    }
+
+    std::string describe() const { return pool_window::describe(); }
+
+private:
+    std::vector<std::uint32_t> argmax_;  // index of the winner within its H x W plane
+};
+
+/// @brief Average pooling over k x k windows of NCHW images (PyTorch's nn.AvgPool2d with its
+/// default count_include_pad=true: padded zeros count, every window is divided by k*k).
+/// @throws tern::error as max_pool2d.
+class avg_pool2d : public detail::pool_window {
+public:
+    /// @param stride  0 means "equal to the kernel size".
+    explicit avg_pool2d(std::size_t kernel, std::size_t stride = 0, std::size_t padding = 0)
+        : pool_window("avg_pool2d", kernel, stride, padding) {}
+
+    tensor forward(const tensor& x) {
+        begin(x);
+        tensor y(shape_t{N_, C_, Ho_, Wo_});
+        const float inv = 1.0f / float(k_ * k_);
+        const float* xs = x.data();
+        float* ys = y.data();
+        for_planes([&](std::size_t plane) {
+            const float* in = xs + plane * H_ * W_;
+            float* out = ys + plane * Ho_ * Wo_;
+            for (std::size_t oh = 0; oh < Ho_; ++oh) {
+                std::size_t h0, h1;
+                range(oh, H_, h0, h1);
+                for (std::size_t ow = 0; ow < Wo_; ++ow) {
+                    std::size_t w0, w1;
+                    range(ow, W_, w0, w1);
+                    float s = 0.0f;
+                    for (std::size_t h = h0; h < h1; ++h)
+                        for (std::size_t w = w0; w < w1; ++w) s += in[h * W_ + w];
+                    out[oh * Wo_ + ow] = s * inv;
+                }
+            }
+        });
+        return y;
+    }
+
+    tensor backward(const tensor& grad_output) {
+        check_grad(grad_output);
+        tensor dx = zeros({N_, C_, H_, W_});
+        const float inv = 1.0f / float(k_ * k_);
+        const float* gs = grad_output.data();
+        float* dxs = dx.data();
+        for_planes([&](std::size_t plane) {
+            const float* g = gs + plane * Ho_ * Wo_;
+            float* d = dxs + plane * H_ * W_;
+            for (std::size_t oh = 0; oh < Ho_; ++oh) {
+                std::size_t h0, h1;
+                range(oh, H_, h0, h1);
+                for (std::size_t ow = 0; ow < Wo_; ++ow) {
+                    std::size_t w0, w1;
+                    range(ow, W_, w0, w1);
+                    const float v = g[oh * Wo_ + ow] * inv;
+                    for (std::size_t h = h0; h < h1; ++h)
+                        for (std::size_t w = w0; w < w1; ++w) d[h * W_ + w] += v;
+                }
+            }
+        });
+        return dx;
+    }
+
+    std::string describe() const { return pool_window::describe(); }
+};
+
+/// @brief Global average pooling: [B, C, H, W] -> [B, C], the mean of each channel plane
+/// (the input of a ResNet's classifier).
+/// @throws tern::error for an input that is not [B, C, H, W] with H, W >= 1.
+class global_avg_pool2d {
+public:
+    tensor forward(const tensor& x) {
+        detail::require(x.dimension() == 4 && x.shape()[2] > 0 && x.shape()[3] > 0,
+                        "global_avg_pool2d: expected input [B, C, H, W] (NCHW) with H, W >= 1, got shape ",
+                        detail::shape_string(x.shape()));
+        input_shape_ = detail::to_shape(x.shape());
+        const std::size_t planes = input_shape_[0] * input_shape_[1], area = input_shape_[2] * input_shape_[3];
+        tensor y(shape_t{input_shape_[0], input_shape_[1]});
+        const float* xs = x.data();
+        float* ys = y.data();
+        for (std::size_t p = 0; p < planes; ++p) {
+            const float* in = xs + p * area;
+            float s = 0.0f;
+            for (std::size_t i = 0; i < area; ++i) s += in[i];
+            ys[p] = s / float(area);
+        }
+        return y;
+    }
+
+    tensor backward(const tensor& grad_output) {
+        detail::require(input_shape_.size() == 4, "global_avg_pool2d: backward called before forward");
+        const shape_t expected{input_shape_[0], input_shape_[1]};
+        detail::require(detail::to_shape(grad_output.shape()) == expected,
+                        "global_avg_pool2d: expected output gradient of shape ", detail::shape_string(expected),
+                        ", got ", detail::shape_string(grad_output.shape()));
+        const std::size_t planes = expected[0] * expected[1], area = input_shape_[2] * input_shape_[3];
+        tensor dx(input_shape_);
+        const float* gs = grad_output.data();
+        float* d = dx.data();
+        for (std::size_t p = 0; p < planes; ++p) std::fill(d + p * area, d + (p + 1) * area, gs[p] / float(area));
+        return dx;
+    }
+
+    std::string describe() const { return "global_avg_pool2d"; }
+
+private:
+    shape_t input_shape_;
+};
+
+}  // namespace tern
