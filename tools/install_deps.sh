@@ -2,13 +2,13 @@
 # Installs what tern needs on Debian 12 (build tools, header-only dependencies, the data sets the
 # examples use, PyTorch for the golden-value script and the comparison benchmarks).
 # Only missing packages are installed. Usage: tools/install_deps.sh [--minimal]
-#   --minimal  skip PyTorch and doxygen (enough to build, test and run the examples)
+#   --minimal  skip PyTorch (only the golden-value script and the comparison benchmarks need it)
 set -euo pipefail
 packages=(cmake make g++ pkg-config doxygen clang-14 libclang-rt-14-dev
           libxtensor-dev xtl-dev libxsimd-dev catch2 nlohmann-json3-dev zlib1g-dev libopenblas-dev
           dataset-fashion-mnist bible-kjv)
 if [ "${1:-}" != "--minimal" ]; then
-  packages+=(doxygen python3-torch python3-numpy)
+  packages+=(python3-torch python3-numpy)
 fi
 missing=()
 for p in "${packages[@]}"; do
