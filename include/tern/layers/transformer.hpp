@@ -1,0 +1,382 @@
+#pragma once
+/// @file layers/transformer.hpp
+/// @brief A pre-norm decoder block and a decoder-only language model, written once over the policy.
+///
+/// decoder_lm<Policy, ActBits> maps token ids [B, T] (carried as a float tensor: exact for ids
+/// below 2^24) to logits [B, T, vocab]. Embeddings, positions, norms and (by default) the head stay
+/// full precision; every projection of attention and MLP is tern::linear<Policy, ActBits>.
+/// tern::convert<Q>(lm), tern::save_checkpoint and tern::load_checkpoint work on it.
+
+#include <algorithm>
+#include <cmath>
+#include <functional>
+#include <optional>
+#include <random>
+#include <string>
+#include <utility>
+#include <variant>
+#include <vector>
+
+#include "attention.hpp"
+#include "embedding.hpp"
+#include "linear.hpp"
+#include "mlp_block.hpp"
+#include "norm.hpp"
+#include "pinned.hpp"
+
+namespace tern {
+
+/// @brief Which normalization a transformer uses.
+enum class norm_kind { rms, layer };
+/// @brief How positions enter: learned absolute embeddings added to the tokens, or rotary q/k.
+enum class position_kind { learned, rotary };
+
+/// @brief RMSNorm or LayerNorm chosen at run time (eps 1e-5 for both, as PyTorch's defaults).
+class any_norm {
+public:
+    any_norm(norm_kind kind, std::size_t features)
+        : norm_(kind == norm_kind::rms ? variant_t(rms_norm(features, true, 1e-5f))
+                                       : variant_t(layer_norm(features, true, 1e-5f))) {}
+    tensor forward(const tensor& x) {
+        return std::visit([&](auto& n) { return n.forward(x); }, norm_);
+    }
+    tensor backward(const tensor& g) {
+        return std::visit([&](auto& n) { return n.backward(g); }, norm_);
+    }
+    void collect_parameters(parameter_list& out, const std::string& prefix) {
+        std::visit([&](auto& n) { n.collect_parameters(out, prefix); }, norm_);
+    }
+    std::string describe() const {
+        return std::visit([](const auto& n) { return n.describe(); }, norm_);
+    }
+
+private:
+    using variant_t = std::variant<rms_norm, layer_norm>;
+    variant_t norm_;
+};
+
+/// @brief Shape of one decoder block.
+struct block_options {
+    std::size_t d_model = 128;
+    std::size_t heads = 4;
+    std::size_t mlp_hidden = 0;  ///< 0: 4 * d_model
+    mlp_kind mlp = mlp_kind::gelu;
+    norm_kind norm = norm_kind::rms;
+    bool rotary = false;
+};
+
+/// @brief Pre-norm decoder block: h = x + attn(norm1(x)); y = h + mlp(norm2(h)). [B, T, D] -> [B, T, D].
+///
+/// Parameters "norm1.", "attn.", "norm2.", "mlp." (see causal_self_attention and mlp_block).
+template <class Policy, int ActBits = 8>
+class decoder_block {
+public:
+    using policy = Policy;
+    template <class Q>
+    using rebind = decoder_block<Q, ActBits>;
+
+    explicit decoder_block(const block_options& o)
+        : opt_(normalized(o)), norm1_(o.norm, o.d_model), attn_(o.d_model, o.heads, {.rotary = o.rotary}),
+          norm2_(o.norm, o.d_model), mlp_(o.d_model, opt_.mlp_hidden, o.mlp) {}
+
+    template <class Q, int B>
+    explicit decoder_block(const decoder_block<Q, B>& other)
+        : opt_(other.options()), norm1_(other.norm1()), attn_(other.attention()), norm2_(other.norm2()),
+          mlp_(other.mlp()) {}
+
+    tensor forward(const tensor& x) {
+        tensor h = attn_.forward(norm1_.forward(x));
+        add_into(h, x);
+        tensor y = mlp_.forward(norm2_.forward(h));
+        add_into(y, h);
+        return y;
+    }
+
+    /// Incremental forward for generation (see causal_self_attention::forward_cached).
+    tensor forward_cached(const tensor& x, kv_cache& cache) {
+        tensor h = attn_.forward_cached(norm1_.forward(x), cache);
+        add_into(h, x);
+        tensor y = mlp_.forward(norm2_.forward(h));
+        add_into(y, h);
+        return y;
+    }
+
+    tensor backward(const tensor& grad_output) {
+        tensor dh = norm2_.backward(mlp_.backward(grad_output));
+        add_into(dh, grad_output);
+        tensor dx = norm1_.backward(attn_.backward(dh));
+        add_into(dx, dh);
+        return dx;
+    }
+
+    void collect_parameters(parameter_list& out, const std::string& prefix) {
+        norm1_.collect_parameters(out, prefix + "norm1.");
+        attn_.collect_parameters(out, prefix + "attn.");
+        norm2_.collect_parameters(out, prefix + "norm2.");
+        mlp_.collect_parameters(out, prefix + "mlp.");
+    }
+    void set_quant_strength(float lambda) {
+        attn_.set_quant_strength(lambda);
+        mlp_.set_quant_strength(lambda);
+    }
+
+    std::string describe() const {
+        return "decoder_block(" + norm1_.describe() + ", " + attn_.describe() + ", " + norm2_.describe() + ", " +
+               mlp_.describe() + ")";
+    }
+
+    const block_options& options() const { return opt_; }
+    const any_norm& norm1() const { return norm1_; }
+    const any_norm& norm2() const { return norm2_; }
+    const causal_self_attention<Policy, ActBits>& attention() const { return attn_; }
+    const mlp_block<Policy, ActBits>& mlp() const { return mlp_; }
+
+private:
+    static block_options normalized(block_options o) {
+        if (o.mlp_hidden == 0) o.mlp_hidden = 4 * o.d_model;
+        return o;
+    }
+    static void add_into(tensor& y, const tensor& x) {
+        detail::require(y.size() == x.size(), "decoder_block: residual shapes differ");
+        float* out = y.data();
+        const float* in = x.data();
+        for (std::size_t i = 0, n = y.size(); i < n; ++i) out[i] += in[i];
+    }
+
+    block_options opt_;
+    any_norm norm1_;
+    causal_self_attention<Policy, ActBits> attn_;
+    any_norm norm2_;
+    mlp_block<Policy, ActBits> mlp_;
+};
+
+/// @brief Shape of a decoder-only language model.
+struct lm_config {
+    std::size_t vocab = 256;
+    std::size_t d_model = 128;
+    std::size_t layers = 4;
+    std::size_t heads = 4;
+    std::size_t context = 128;   ///< longest sequence (the learned position table, the KV cache)
+    std::size_t mlp_hidden = 0;  ///< 0: 4 * d_model
+    mlp_kind mlp = mlp_kind::gelu;
+    norm_kind norm = norm_kind::rms;
+    position_kind positions = position_kind::learned;
+    bool quantized_head = false;  ///< the head in the model's policy instead of fp32
+};
+
+/// @brief How generate() picks the next token.
+struct sample_options {
+    float temperature = 1.0f;  ///< 0: greedy (argmax)
+    std::size_t top_k = 0;     ///< 0: all tokens
+    std::uint64_t seed = 1;
+};
+
+/// @brief Samples one token from a row of logits.
+inline int sample_token(const float* logits, std::size_t vocab, const sample_options& o, std::mt19937_64& rng) {
+    detail::require(o.temperature >= 0.0f, "sample_token: expected a temperature >= 0, got ", o.temperature);
+    if (o.temperature == 0.0f) return int(std::max_element(logits, logits + vocab) - logits);
+    std::vector<std::pair<float, int>> cand(vocab);
+    for (std::size_t i = 0; i < vocab; ++i) cand[i] = {logits[i] / o.temperature, int(i)};
+    std::size_t k = (o.top_k == 0 || o.top_k > vocab) ? vocab : o.top_k;
+    if (k < vocab) {
+        std::partial_sort(cand.begin(), cand.begin() + std::ptrdiff_t(k), cand.end(),
+                          [](const auto& a, const auto& b) { return a.first > b.first; });
+        cand.resize(k);
+    }
+    float m = cand[0].first;
+    for (const auto& c : cand) m = std::max(m, c.first);
+    std::vector<double> w(cand.size());
+    for (std::size_t i = 0; i < cand.size(); ++i) w[i] = std::exp(double(cand[i].first - m));
+    std::discrete_distribution<std::size_t> pick(w.begin(), w.end());
+    return cand[pick(rng)].second;
+}
+
+/// @brief Decoder-only transformer LM: token embedding (+ learned positions), pre-norm
+/// decoder blocks, a final norm and a head to vocabulary logits.
+///
+/// forward(ids [B, T]) -> logits [B, T, vocab]; backward(dlogits) accumulates every gradient and
+/// returns zeros [B, T]. Parameters: "tok.weight", "pos.weight" (learned positions only),
+/// "blocks.<i>.<...>", "norm.weight" (and "norm.bias" with layer_norm), "head.weight".
+/// The head is pinned<linear<fp32>> unless config.quantized_head asks for linear<Policy, ActBits>.
+/// @tparam Policy, ActBits as for tern::linear.
+/// @throws tern::error for a bad configuration, ids that are not [B, T] with T <= context, or ids
+///         outside the vocabulary.
+template <class Policy, int ActBits = 8>
+class decoder_lm {
+public:
+    using policy = Policy;
+    static constexpr int activation_bits = ActBits;
+    template <class Q>
+    using rebind = decoder_lm<Q, ActBits>;
+    using full_precision_head = pinned<linear<fp32>>;
+
+    explicit decoder_lm(const lm_config& c)
+        : cfg_(checked(c)), tok_(c.vocab, c.d_model), norm_(c.norm, c.d_model) {
+        if (c.positions == position_kind::learned) pos_.emplace(c.context, c.d_model);
+        const block_options bo{.d_model = c.d_model,
+                               .heads = c.heads,
+                               .mlp_hidden = c.mlp_hidden,
+                               .mlp = c.mlp,
+                               .norm = c.norm,
+                               .rotary = c.positions == position_kind::rotary};
+        blocks_.reserve(c.layers);
+        for (std::size_t i = 0; i < c.layers; ++i) blocks_.emplace_back(bo);
+        if (c.quantized_head) head_q_.emplace(c.d_model, c.vocab, false);
+        else head_fp_.emplace(c.d_model, c.vocab, false);
+    }
+
+    /// The same model in another policy: every parameter copied exactly (continual QAT).
+    template <class Q, int B>
+    explicit decoder_lm(const decoder_lm<Q, B>& other)
+        : cfg_(other.config()), tok_(other.token_embedding()), pos_(other.positions()), norm_(other.final_norm()),
+          head_fp_(other.head_fp()) {
+        for (const auto& b : other.blocks()) blocks_.emplace_back(b);
+        if (other.head_quantized()) head_q_.emplace(*other.head_quantized());
+    }
+
+    tensor forward(const tensor& ids) {
+        check_ids(ids, cfg_.context);
+        tensor x = tok_.forward(ids);
+        if (pos_) x = pos_->forward(x);
+        for (auto& b : blocks_) x = b.forward(x);
+        return head_forward(norm_.forward(x));
+    }
+
+    tensor backward(const tensor& grad_logits) {
+        tensor g = norm_.backward(head_fp_ ? head_fp_->backward(grad_logits) : head_q_->backward(grad_logits));
+        for (std::size_t i = blocks_.size(); i-- > 0;) g = blocks_[i].backward(g);
+        if (pos_) g = pos_->backward(g);
+        return tok_.backward(g);
+    }
+
+    /// Empties the key/value caches and sizes them for @p batch sequences of up to context tokens.
+    void reset_cache(std::size_t batch = 1) {
+        caches_.resize(blocks_.size());
+        for (auto& c : caches_) c.reset(batch, cfg_.context, cfg_.d_model);
+    }
+
+    /// Tokens cached so far (per sequence).
+    std::size_t cached_length() const { return caches_.empty() ? 0 : caches_[0].length; }
+
+    /// Incremental forward: ids [B, t] continue the cached sequences (call reset_cache(B) first);
+    /// returns their logits [B, t, vocab] without recomputing the prefix. Not for training.
+    /// @throws tern::error when the cache is missing, for another batch size, or would overflow.
+    tensor forward_cached(const tensor& ids) {
+        detail::require(!caches_.empty(), "decoder_lm: call reset_cache() before forward_cached()");
+        check_ids(ids, cfg_.context - cached_length());
+        const std::size_t offset = cached_length();
+        tensor x = tok_.forward(ids);
+        if (pos_) x = pos_->forward(x, offset);
+        for (std::size_t i = 0; i < blocks_.size(); ++i) x = blocks_[i].forward_cached(x, caches_[i]);
+        return head_forward(norm_.forward(x));
+    }
+
+    /// Continues @p prompt by @p count sampled tokens using the KV cache; calls @p on_token with each.
+    /// When the context fills up, the cache is rebuilt from the last context / 2 tokens.
+    /// @throws tern::error for an empty prompt or ids outside the vocabulary.
+    std::vector<int> generate(const std::vector<int>& prompt, std::size_t count, const sample_options& options = {},
+                              const std::function<void(int)>& on_token = {}) {
+        detail::require(!prompt.empty(), "decoder_lm::generate: expected a non-empty prompt");
+        std::mt19937_64 rng(options.seed);
+        std::vector<int> seq = prompt, out;
+        const auto prefill = [&](std::size_t keep) {
+            reset_cache(1);
+            const std::size_t start = seq.size() - std::min(seq.size(), keep);
+            tensor ids(shape_t{1, seq.size() - start});
+            for (std::size_t i = start; i < seq.size(); ++i) ids.data()[i - start] = float(seq[i]);
+            return forward_cached(ids);
+        };
+        tensor logits = prefill(cfg_.context);
+        for (std::size_t n = 0; n < count; ++n) {
+            const std::size_t rows = logits.size() / cfg_.vocab;
+            const int next = sample_token(logits.data() + (rows - 1) * cfg_.vocab, cfg_.vocab, options, rng);
+            seq.push_back(next);
+            out.push_back(next);
+            if (on_token) on_token(next);
+            if (n + 1 == count) break;
+            if (cached_length() >= cfg_.context) {
+                logits = prefill(std::max<std::size_t>(1, cfg_.context / 2));
+            } else {
+                tensor one(shape_t{1, 1});
+                one.data()[0] = float(next);
+                logits = forward_cached(one);
+            }
+        }
+        return out;
+    }
+
+    parameter_list parameters() {
+        parameter_list out;
+        collect_parameters(out, "");
+        return out;
+    }
+    void collect_parameters(parameter_list& out, const std::string& prefix) {
+        tok_.collect_parameters(out, prefix + "tok.");
+        if (pos_) pos_->collect_parameters(out, prefix + "pos.");
+        for (std::size_t i = 0; i < blocks_.size(); ++i)
+            blocks_[i].collect_parameters(out, prefix + "blocks." + std::to_string(i) + ".");
+        norm_.collect_parameters(out, prefix + "norm.");
+        if (head_fp_) head_fp_->collect_parameters(out, prefix + "head.");
+        else head_q_->collect_parameters(out, prefix + "head.");
+    }
+    void zero_grad() { zero_gradients(parameters()); }
+    void set_training(bool) {}  // no dropout: the same computation in training and evaluation
+    void set_quant_strength(float lambda) {
+        for (auto& b : blocks_) b.set_quant_strength(lambda);
+        if (head_q_) head_q_->set_quant_strength(lambda);
+    }
+    void collect_policies(std::vector<std::string>& out) const {
+        const auto add = [&](std::string_view name) {
+            if (std::find(out.begin(), out.end(), std::string(name)) == out.end()) out.emplace_back(name);
+        };
+        add(Policy::name);
+        if (head_fp_) add(fp32::name);
+    }
+
+    std::string describe() const {
+        std::string s = "decoder_lm(vocab=" + std::to_string(cfg_.vocab) + ",context=" +
+                        std::to_string(cfg_.context) + ", " + tok_.describe() + (pos_ ? ", " + pos_->describe() : "");
+        for (const auto& b : blocks_) s += ", " + b.describe();
+        s += ", " + norm_.describe() + ", head=" + (head_fp_ ? head_fp_->describe() : head_q_->describe()) + ")";
+        return s;
+    }
+
+    const lm_config& config() const { return cfg_; }
+    const embedding& token_embedding() const { return tok_; }
+    const std::optional<learned_positions>& positions() const { return pos_; }
+    const std::vector<decoder_block<Policy, ActBits>>& blocks() const { return blocks_; }
+    std::vector<decoder_block<Policy, ActBits>>& blocks() { return blocks_; }
+    const any_norm& final_norm() const { return norm_; }
+    const std::optional<full_precision_head>& head_fp() const { return head_fp_; }
+    const std::optional<linear<Policy, ActBits>>& head_quantized() const { return head_q_; }
+
+private:
+    static lm_config checked(lm_config c) {
+        detail::require(c.vocab > 0 && c.d_model > 0 && c.layers > 0 && c.context > 0,
+                        "decoder_lm: expected positive vocab, d_model, layers and context");
+        detail::require(c.heads > 0 && c.d_model % c.heads == 0, "decoder_lm: d_model ", c.d_model,
+                        " is not a multiple of heads ", c.heads);
+        return c;
+    }
+
+    void check_ids(const tensor& ids, std::size_t max_tokens) const {
+        detail::require(ids.dimension() == 2 && ids.shape()[0] > 0 && ids.shape()[1] > 0,
+                        "decoder_lm: expected token ids [batch, tokens], got shape ",
+                        detail::shape_string(ids.shape()));
+        detail::require(ids.shape()[1] <= max_tokens, "decoder_lm: ", ids.shape()[1],
+                        " tokens exceed the room left in the context (", max_tokens, " of ", cfg_.context, ")");
+    }
+
+    tensor head_forward(const tensor& x) { return head_fp_ ? head_fp_->forward(x) : head_q_->forward(x); }
+
+    lm_config cfg_;
+    embedding tok_;
+    std::optional<learned_positions> pos_;
+    std::vector<decoder_block<Policy, ActBits>> blocks_;
+    any_norm norm_;
+    std::optional<full_precision_head> head_fp_;
+    std::optional<linear<Policy, ActBits>> head_q_;
+    std::vector<kv_cache> caches_;
+};
+
+}  // namespace tern
