@@ -59,7 +59,7 @@ TEMPLATE_TEST_CASE("a whole decoder block passes the gradient check", "[block][g
             tern::decoder_block<TestType> block(
                 {.d_model = 8, .heads = 2, .mlp_hidden = 12, .mlp = tern::mlp_kind::gelu, .norm = norm, .rotary = rotary});
             block.set_quant_strength(0.0f);
-            tern_test::gradcheck(block, tern_test::random_tensor({2, 4, 8}, 3), {.step = 1e-3f, .tol = 2e-2});
+            tern_test::gradcheck(block, tern_test::random_tensor({2, 4, 8}, 3), {.step = 1e-3f, .tol = 2e-2, .max_checks = 20});
         }
 }
 
@@ -228,13 +228,13 @@ TEST_CASE("LM refuses bad ids and configurations", "[lm][errors]") {
 
 TEMPLATE_TEST_CASE("a tiny LM learns a repeating sequence", "[lm][smoke]", tern::fp32, tern::absmean_ternary) {
     tern::manual_seed(28);
-    tern::decoder_lm<TestType> lm({.vocab = 8, .d_model = 32, .layers = 1, .heads = 2, .context = 16});
+    tern::decoder_lm<TestType> lm({.vocab = 8, .d_model = 16, .layers = 1, .heads = 2, .context = 16});
     tern::adamw opt(lm.parameters(), {.lr = 3e-3f, .weight_decay = 0.0f});
     tern::softmax_cross_entropy loss;
     const int pattern[] = {0, 3, 1, 4, 1, 5, 2, 6, 5, 3, 7};  // period 11
     std::mt19937_64 rng(1);
     float first = 0, last = 0;
-    for (int step = 0; step < 150; ++step) {
+    for (int step = 0; step < 100; ++step) {
         tern::tensor ids(tern::shape_t{4, 16});
         std::vector<int> targets(64);
         for (std::size_t b = 0; b < 4; ++b) {
