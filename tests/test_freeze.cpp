@@ -417,3 +417,46 @@ TEST_CASE("malformed packed files raise clear errors", "[freeze][file]") {
         require_error([&] { (void)tern::load_packed_model(file); }, {file.string(), "too short"});
     }
 }
+
+namespace {
+
+/// A layer kind defined outside tern's deploy headers, to test the extension point.
+class times_two final : public tern::inference_layer {
+public:
+    std::string kind() const override { return "test_times_two"; }
+    const tern::tensor& forward(const tern::tensor& x) override {
+        out_ = x * 2.0f;
+        return out_;
+    }
+
+private:
+    tern::tensor out_;
+};
+
+const bool times_two_registered = tern::register_layer_kind(
+    "test_times_two", [](const tern::layer_reader&) -> std::unique_ptr<tern::inference_layer> {
+        return std::make_unique<times_two>();
+    });
+
+}  // namespace
+
+TEST_CASE("layer kinds registered outside the core save and load", "[freeze][file]") {
+    REQUIRE(times_two_registered);
+    tern::manual_seed(21);
+    std::mt19937 rng(22);
+    temp_dir dir;
+    auto frozen = tern::freeze(tern::sequential{tern::linear<tern::absmean_ternary>(40, 12), tern::relu{}});
+    tern::layer_list layers;
+    layers.push_back(std::make_unique<tern::frozen_linear>(
+        dynamic_cast<const tern::frozen_linear&>(frozen.layer(0))));
+    layers.push_back(std::make_unique<times_two>());
+    tern::inference_model model(std::move(layers), "absmean");
+    tern::save_packed_model(dir / "custom.safetensors", model);
+    auto loaded = tern::load_packed_model(dir / "custom.safetensors");
+    REQUIRE(loaded.size() == 2);
+    CHECK(loaded.layer(1).kind() == "test_times_two");
+    const tern::tensor x = random_input({3, 40}, rng);
+    CHECK(bitwise_equal(loaded.forward(x), model.forward(x)));
+    const auto kinds = tern::registered_layer_kinds();
+    CHECK(std::find(kinds.begin(), kinds.end(), "test_times_two") != kinds.end());
+}

@@ -14,11 +14,13 @@
 
 #include "common/cli.hpp"
 #include "tern/tern.hpp"
+#include "tern/deploy/packed_model.hpp"  // --export
 
 namespace {
 
 struct settings {
     std::string policy, pre_policy, data_dir, save, load, log, lr_schedule;
+    std::string export_path;  // --export: packed inference model written after training
     std::size_t hidden = 256, epochs = 5, batch = 128, threads = 2;
     double lr = 1e-3, wd = 0.0;
     std::uint64_t seed = 1;
@@ -149,6 +151,13 @@ nlohmann::json run(const settings& s) {
         }
     }
     const auto eval = evaluate();
+    if (!s.export_path.empty()) {  // packed model for `infer` (fp policies export full-precision layers)
+        const tern::packed_save_options how{.test_inputs = tern::data::gather_rows(test.inputs, test.labels, {0, 1, 2, 3}).inputs,
+                                            .metadata = {{"input.mean", "0.2860"}, {"input.std", "0.3530"}}};
+        if (post) tern::save_packed_model(s.export_path, *post, how);
+        else tern::save_packed_model(s.export_path, pre, how);
+        std::cerr << "exported packed model to " << s.export_path << "\n";
+    }
     if (!s.quiet) std::cerr << "confusion matrix (test set):\n" << eval.confusion.to_string();
     nlohmann::json result = {{"policy", std::string(Post::name)},
                              {"hidden", s.hidden},
@@ -194,6 +203,7 @@ int main(int argc, char** argv) {
         s.load = args.value("load", "", "checkpoint to start from (resumes training when it has optimizer state)");
         s.eval_only = args.flag("eval-only", "only evaluate (use with --load)");
         s.log = args.value("log", "", "CSV file for the training curves");
+        s.export_path = args.value("export", "", "packed model file (tern-packed-1) to write after training, for infer");
         s.quiet = args.flag("quiet", "no progress bar or confusion matrix");
         s.schedule.switch_at = std::size_t(args.integer(
             "switch-at", 0, 0, 1L << 40, "continual QAT: train in --pre-policy until this step, then in --policy"));

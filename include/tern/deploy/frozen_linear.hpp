@@ -41,39 +41,103 @@ namespace tern {
 
 namespace detail {
 
-/// Per-token normalization giving the same floats as tern::normalize_tokens (the training layer's):
-/// mean and variance summed in double, then out = (x - float(mean)) * float(rstd). The sums use 8
+/// Per-token mean and 1/sqrt(var + eps) as float, the same floats tern::normalize_tokens (the
+/// training layer's normalization) uses: sums in double, then rounded to float. The sums run in 8
 /// independent lanes (vectorizable) instead of one chain; the double results differ from the
-/// chained ones by ~1e-16 relative, which changes the float mean or rstd essentially never. So the
-/// int8 codes and scales that follow equal the training layer's, and predictions match.
-inline void normalize_like_training(const float* x, std::size_t T, std::size_t K, float* out) {
+/// chained ones by ~1e-16 relative, which changes the rounded float mean or rstd essentially never.
+/// So (x - mean) * rstd, and the int8 codes and scales that follow, equal the training layer's.
+/// The portable version; the AVX2 one below performs the identical operations lane for lane.
+inline void token_stats_like_training(const float* row, std::size_t K, float& mean_out, float& rstd_out) {
     constexpr std::size_t L = 8;
+    double acc[L] = {};
+    std::size_t k = 0;
+    for (; k + L <= K; k += L)
+        for (std::size_t j = 0; j < L; ++j) acc[j] += double(row[k + j]);
+    double s = 0;
+    for (; k < K; ++k) s += double(row[k]);
+    for (std::size_t j = 0; j < L; ++j) s += acc[j];
+    const double mean = s / double(K);
+    double acc2[L] = {};
+    for (k = 0; k + L <= K; k += L)
+        for (std::size_t j = 0; j < L; ++j) {
+            const double d = double(row[k + j]) - mean;
+            const double d2 = d * d;  // separate statement: never fused into an FMA
+            acc2[j] += d2;
+        }
+    double s2 = 0;
+    for (; k < K; ++k) {
+        const double d = double(row[k]) - mean;
+        const double d2 = d * d;
+        s2 += d2;
+    }
+    for (std::size_t j = 0; j < L; ++j) s2 += acc2[j];
+    rstd_out = float(1.0 / std::sqrt(s2 / double(K) + double(quant_eps)));
+    mean_out = float(mean);
+}
+
+#if TERN_PACKED_X86
+/// AVX2 version of token_stats_like_training (lanes 0-3 and 4-7 in two registers; no FMA target).
+__attribute__((target("avx2"))) inline void token_stats_like_training_avx2(const float* row, std::size_t K,
+                                                                           float& mean_out, float& rstd_out) {
+    __m256d a0 = _mm256_setzero_pd(), a1 = _mm256_setzero_pd();
+    std::size_t k = 0;
+    for (; k + 8 <= K; k += 8) {
+        a0 = _mm256_add_pd(a0, _mm256_cvtps_pd(_mm_loadu_ps(row + k)));
+        a1 = _mm256_add_pd(a1, _mm256_cvtps_pd(_mm_loadu_ps(row + k + 4)));
+    }
+    alignas(32) double acc[8];
+    _mm256_store_pd(acc, a0);
+    _mm256_store_pd(acc + 4, a1);
+    double s = 0;
+    for (; k < K; ++k) s += double(row[k]);
+    for (int j = 0; j < 8; ++j) s += acc[j];
+    const double mean = s / double(K);
+    const __m256d vm = _mm256_set1_pd(mean);
+    a0 = _mm256_setzero_pd();
+    a1 = _mm256_setzero_pd();
+    for (k = 0; k + 8 <= K; k += 8) {
+        const __m256d d0 = _mm256_sub_pd(_mm256_cvtps_pd(_mm_loadu_ps(row + k)), vm);
+        const __m256d d1 = _mm256_sub_pd(_mm256_cvtps_pd(_mm_loadu_ps(row + k + 4)), vm);
+        a0 = _mm256_add_pd(a0, _mm256_mul_pd(d0, d0));
+        a1 = _mm256_add_pd(a1, _mm256_mul_pd(d1, d1));
+    }
+    _mm256_store_pd(acc, a0);
+    _mm256_store_pd(acc + 4, a1);
+    double s2 = 0;
+    for (; k < K; ++k) {
+        const double d = double(row[k]) - mean;
+        const double d2 = d * d;
+        s2 += d2;
+    }
+    for (int j = 0; j < 8; ++j) s2 += acc[j];
+    rstd_out = float(1.0 / std::sqrt(s2 / double(K) + double(quant_eps)));
+    mean_out = float(mean);
+}
+#endif
+
+/// Normalizes and quantizes T tokens into @p qa exactly as linear<ternary, 8> does at lambda 1:
+/// x~ = (x - mean) * rstd with the statistics above, then packed's int8 absmax quantization of x~
+/// (its row kernels take mean and rstd as arguments and compute the same (x - mean) * rstd).
+inline void normalize_quantize_like_training(const float* x, std::size_t T, std::size_t K,
+                                             packed::quantized_activations& qa) {
+    if (qa.tokens != T || qa.cols != K || qa.q.size() != T * packed::padded_cols_for(K)) qa.resize(T, K);
+    const std::size_t Kp = qa.padded_cols;
+#if TERN_PACKED_X86
+    const bool avx2 = packed::detail::caps().avx2 && packed::active_kernel_path() != packed::kernel_path::scalar;
+#endif
     for (std::size_t t = 0; t < T; ++t) {
         const float* row = x + t * K;
-        double acc[L] = {};
-        std::size_t k = 0;
-        for (; k + L <= K; k += L)
-            for (std::size_t j = 0; j < L; ++j) acc[j] += double(row[k + j]);
-        double s = 0;
-        for (; k < K; ++k) s += double(row[k]);
-        for (std::size_t j = 0; j < L; ++j) s += acc[j];
-        const double mean = s / double(K);
-        double acc2[L] = {};
-        for (k = 0; k + L <= K; k += L)
-            for (std::size_t j = 0; j < L; ++j) {
-                const double d = double(row[k + j]) - mean;
-                acc2[j] += d * d;
-            }
-        double s2 = 0;
-        for (; k < K; ++k) {
-            const double d = double(row[k]) - mean;
-            s2 += d * d;
+        float mean, rstd;
+        std::int8_t* q = qa.q.data() + t * Kp;
+#if TERN_PACKED_X86
+        if (avx2) {
+            token_stats_like_training_avx2(row, K, mean, rstd);
+            packed::detail::quantize_row_avx2(row, K, Kp, mean, rstd, q, qa.scale[t], qa.sum[t]);
+            continue;
         }
-        for (std::size_t j = 0; j < L; ++j) s2 += acc2[j];
-        const float r = float(1.0 / std::sqrt(s2 / double(K) + double(quant_eps)));
-        const float m = float(mean);
-        float* o = out + t * K;
-        for (k = 0; k < K; ++k) o[k] = (row[k] - m) * r;
+#endif
+        token_stats_like_training(row, K, mean, rstd);
+        packed::detail::quantize_row_scalar(row, K, Kp, mean, rstd, q, qa.scale[t], qa.sum[t]);
     }
 }
 
@@ -204,10 +268,7 @@ public:
     void forward(const float* x, std::size_t T, float* y) {
         if (T == 0) return;
         const std::size_t N = out_, K = in_;
-        // Normalize as the training layer does, then quantize the normalized rows (normalize = false).
-        if (xn_.size() < T * K) xn_.resize(T * K);
-        detail::normalize_like_training(x, T, K, xn_.data());
-        packed::quantize_activations(xn_.data(), T, K, K, qa_, false);
+        detail::normalize_quantize_like_training(x, T, K, qa_);
         if (dots_.size() < T * N) dots_.resize(T * N);
         std::int32_t* dots = dots_.data();
         if (split_.main_cols) {
@@ -267,13 +328,14 @@ public:
                (has_bias() ? ",bias" : "") + ")";
     }
 
-    /// @brief Loader for kind "ternary_linear".
-    static std::unique_ptr<inference_layer> load(const layer_reader& r) {
+    /// @brief Reads a frozen_linear from the entry of @p r: fields "in", "out", "bias",
+    /// "activation_bits", "policy"; tensors "packed", "packed_tail" (as the split requires),
+    /// "scale" and "bias". Layers that embed a packed projection (conv2d) can reuse it.
+    static frozen_linear read(const layer_reader& r) {
         const std::size_t in = r.size_field("in"), out = r.size_field("out");
         const bool bias = r.bool_field("bias");
         const double bits = r.number_field("activation_bits");
-        if (bits != 8.0)
-            r.fail("activation_bits ", bits, " is not supported by the packed kernels (8 only)");
+        if (bits != 8.0) r.fail("activation_bits ", bits, " is not supported by the packed kernels (8 only)");
         const std::string policy = r.string_field("policy");
         if (in > packed::max_cols) r.fail("in = ", in, " exceeds the kernels' limit of ", packed::max_cols);
         const auto split = detail::ternary_split::of(out, in);
@@ -282,17 +344,22 @@ public:
         const auto& tail = split.tail_cols ? r.u8("packed_tail", split.tail_bytes()) : none;
         const tensor scale = r.f32("scale", {1});
         const float s_w = scale(0);
-        if (!(s_w > 0.0f) || !std::isfinite(s_w)) r.fail("tensor '", r.prefix(), "scale': expected a positive finite weight scale, found ", s_w);
+        if (!(s_w > 0.0f) || !std::isfinite(s_w))
+            r.fail("tensor '", r.prefix(), "scale': expected a positive finite weight scale, found ", s_w);
         std::vector<float> b;
         if (bias) {
             const tensor bt = r.f32("bias", {out});
             b.assign(bt.data(), bt.data() + out);
         }
         try {
-            return std::make_unique<frozen_linear>(in, out, s_w, std::move(b), policy, 8, main, tail);
+            return frozen_linear(in, out, s_w, std::move(b), policy, 8, main, tail);
         } catch (const error& e) {
             r.fail("packed weights ", in, "x", out, ": ", e.what());
         }
+    }
+    /// @brief Loader for kind "ternary_linear".
+    static std::unique_ptr<inference_layer> load(const layer_reader& r) {
+        return std::make_unique<frozen_linear>(read(r));
     }
 
 private:
@@ -340,7 +407,6 @@ private:
     packed::quantized_activations qa_;
     packed::aligned_buffer<std::int32_t> dots_, tail_dots_, tail_sum_;
     packed::aligned_buffer<std::int8_t> tail_q_;
-    packed::aligned_buffer<float> xn_;
     tensor y_;
 };
 

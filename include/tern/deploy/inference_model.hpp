@@ -195,8 +195,20 @@ public:
         (void)where;
         return in;
     }
-    /// @brief One-line description.
-    virtual std::string describe() const { return config().dump(); }
+    /// @brief Starts incremental (token by token) inference: until end_sequence(), each forward call
+    /// holds the next tokens of @p batch sequences of at most @p capacity tokens, and stateful layers
+    /// (attention with its key/value cache) keep what earlier calls saw. Stateless layers ignore it.
+    virtual void begin_sequence(std::size_t batch, std::size_t capacity) {
+        (void)batch;
+        (void)capacity;
+    }
+    /// @brief Leaves incremental mode (forward sees whole sequences again) and frees any cache.
+    virtual void end_sequence() {}
+    /// @brief One-line description: the kind, with the configuration when there is more to say.
+    virtual std::string describe() const {
+        const nlohmann::json c = config();
+        return c.size() <= 1 ? kind() : kind() + c.dump();
+    }
 };
 
 /// @brief An ordered list of inference layers (a model, or a residual branch).
@@ -471,6 +483,14 @@ public:
         detail::save_layers(body_, bw);
         detail::save_layers(shortcut_, sw);
     }
+    void begin_sequence(std::size_t batch, std::size_t capacity) override {
+        for (auto& l : body_) l->begin_sequence(batch, capacity);
+        for (auto& l : shortcut_) l->begin_sequence(batch, capacity);
+    }
+    void end_sequence() override {
+        for (auto& l : body_) l->end_sequence();
+        for (auto& l : shortcut_) l->end_sequence();
+    }
     std::size_t parameter_bytes() const override {
         auto f = [](const inference_layer& l) { return l.parameter_bytes(); };
         return detail::sum_layers(body_, f) + detail::sum_layers(shortcut_, f);
@@ -517,6 +537,16 @@ public:
     tensor forward(const tensor& x) { return run(x); }
     /// @brief Runs the model; the result is owned by the last layer, valid until the next call.
     const tensor& run(const tensor& x) { return detail::run_layers(layers_, x); }
+
+    /// @brief Starts incremental inference (see inference_layer::begin_sequence), e.g. token
+    /// generation with the key/value cache: run the prompt, then one token per call.
+    void begin_sequence(std::size_t batch, std::size_t capacity) {
+        for (auto& l : layers_) l->begin_sequence(batch, capacity);
+    }
+    /// @brief Ends incremental inference.
+    void end_sequence() {
+        for (auto& l : layers_) l->end_sequence();
+    }
 
     /// @brief Bytes of parameters held in memory (packed weights, scales, biases, fp tensors).
     std::size_t model_bytes() const {
