@@ -42,13 +42,16 @@ namespace tern {
 namespace detail {
 
 /// Per-token mean and 1/sqrt(var + eps) as float, the same floats tern::normalize_tokens (the
-/// training layer's normalization) uses: sums in double, then rounded to float. The sums run in 8
-/// independent lanes (vectorizable) instead of one chain; the double results differ from the
-/// chained ones by ~1e-16 relative, which changes the rounded float mean or rstd essentially never.
-/// So (x - mean) * rstd, and the int8 codes and scales that follow, equal the training layer's.
-/// The portable version; the AVX2 one below performs the identical operations lane for lane.
+/// training layer's normalization) uses: sums in double, then rounded to float. The sums run in 16
+/// independent lanes (vectorizable, and short dependency chains) instead of one chain; the double
+/// results differ from the chained ones by ~1e-16 relative, which changes the rounded float mean or
+/// rstd essentially never. So (x - mean) * rstd, and the int8 codes and scales that follow, equal
+/// the training layer's. The portable version; the AVX2 one below performs the identical
+/// operations lane for lane, so both give the same bits.
+inline constexpr std::size_t stats_lanes = 16;
+
 inline void token_stats_like_training(const float* row, std::size_t K, float& mean_out, float& rstd_out) {
-    constexpr std::size_t L = 8;
+    constexpr std::size_t L = stats_lanes;
     double acc[L] = {};
     std::size_t k = 0;
     for (; k + L <= K; k += L)
@@ -61,7 +64,7 @@ inline void token_stats_like_training(const float* row, std::size_t K, float& me
     for (k = 0; k + L <= K; k += L)
         for (std::size_t j = 0; j < L; ++j) {
             const double d = double(row[k + j]) - mean;
-            const double d2 = d * d;  // separate statement: never fused into an FMA
+            const double d2 = d * d;
             acc2[j] += d2;
         }
     double s2 = 0;
@@ -76,43 +79,43 @@ inline void token_stats_like_training(const float* row, std::size_t K, float& me
 }
 
 #if TERN_PACKED_X86
-/// AVX2 version of token_stats_like_training (lanes 0-3 and 4-7 in two registers; no FMA target).
+/// AVX2 version of token_stats_like_training: lanes 4i..4i+3 in register i (no FMA in the target).
 __attribute__((target("avx2"))) inline void token_stats_like_training_avx2(const float* row, std::size_t K,
                                                                            float& mean_out, float& rstd_out) {
-    __m256d a0 = _mm256_setzero_pd(), a1 = _mm256_setzero_pd();
+    static_assert(stats_lanes == 16);
+    __m256d a[4] = {_mm256_setzero_pd(), _mm256_setzero_pd(), _mm256_setzero_pd(), _mm256_setzero_pd()};
     std::size_t k = 0;
-    for (; k + 8 <= K; k += 8) {
-        a0 = _mm256_add_pd(a0, _mm256_cvtps_pd(_mm_loadu_ps(row + k)));
-        a1 = _mm256_add_pd(a1, _mm256_cvtps_pd(_mm_loadu_ps(row + k + 4)));
+    for (; k + 16 <= K; k += 16) {
+#pragma GCC unroll 4
+        for (int i = 0; i < 4; ++i) a[i] = _mm256_add_pd(a[i], _mm256_cvtps_pd(_mm_loadu_ps(row + k + 4 * i)));
     }
-    alignas(32) double acc[8];
-    _mm256_store_pd(acc, a0);
-    _mm256_store_pd(acc + 4, a1);
+    alignas(32) double acc[16];
+    for (int i = 0; i < 4; ++i) _mm256_store_pd(acc + 4 * i, a[i]);
     double s = 0;
     for (; k < K; ++k) s += double(row[k]);
-    for (int j = 0; j < 8; ++j) s += acc[j];
+    for (int j = 0; j < 16; ++j) s += acc[j];
     const double mean = s / double(K);
     const __m256d vm = _mm256_set1_pd(mean);
-    a0 = _mm256_setzero_pd();
-    a1 = _mm256_setzero_pd();
-    for (k = 0; k + 8 <= K; k += 8) {
-        const __m256d d0 = _mm256_sub_pd(_mm256_cvtps_pd(_mm_loadu_ps(row + k)), vm);
-        const __m256d d1 = _mm256_sub_pd(_mm256_cvtps_pd(_mm_loadu_ps(row + k + 4)), vm);
-        a0 = _mm256_add_pd(a0, _mm256_mul_pd(d0, d0));
-        a1 = _mm256_add_pd(a1, _mm256_mul_pd(d1, d1));
+    for (int i = 0; i < 4; ++i) a[i] = _mm256_setzero_pd();
+    for (k = 0; k + 16 <= K; k += 16) {
+#pragma GCC unroll 4
+        for (int i = 0; i < 4; ++i) {
+            const __m256d d = _mm256_sub_pd(_mm256_cvtps_pd(_mm_loadu_ps(row + k + 4 * i)), vm);
+            a[i] = _mm256_add_pd(a[i], _mm256_mul_pd(d, d));
+        }
     }
-    _mm256_store_pd(acc, a0);
-    _mm256_store_pd(acc + 4, a1);
+    for (int i = 0; i < 4; ++i) _mm256_store_pd(acc + 4 * i, a[i]);
     double s2 = 0;
     for (; k < K; ++k) {
         const double d = double(row[k]) - mean;
         const double d2 = d * d;
         s2 += d2;
     }
-    for (int j = 0; j < 8; ++j) s2 += acc[j];
+    for (int j = 0; j < 16; ++j) s2 += acc[j];
     rstd_out = float(1.0 / std::sqrt(s2 / double(K) + double(quant_eps)));
     mean_out = float(mean);
 }
+
 #endif
 
 /// Normalizes and quantizes T tokens into @p qa exactly as linear<ternary, 8> does at lambda 1:

@@ -359,6 +359,7 @@ public:
     std::string kind() const override { return "flatten"; }
     const tensor& forward(const tensor& x) override {
         detail::require(x.dimension() >= 1, "flatten: expected a tensor with a batch axis, got a scalar");
+        if (x.dimension() == 2) return x;  // already flat: no copy (layers never modify their input)
         const std::size_t batch = x.shape()[0];
         const std::size_t per = batch ? x.size() / batch : 0;
         if (out_.dimension() != 2 || out_.shape()[0] != batch || out_.shape()[1] != per) out_.resize({batch, per});
