@@ -27,14 +27,17 @@ for policy in fp32 fp16 absmean absmedian; do
   echo "$p" >&2
   results+=("{\"policy\": \"$policy\", \"tern\": $t, \"pytorch\": $p}")
 done
-printf '%s\n' "${results[@]}" | /usr/bin/python3 -c '
+tmp=$(mktemp)
+trap 'rm -f "$tmp"' EXIT
+printf '%s\n' "${results[@]}" > "$tmp"
+/usr/bin/python3 - "$tmp" <<'PY'
 import json, sys
-rows = [json.loads(line) for line in sys.stdin if line.strip()]
-print(f"{\"policy\":<10} {\"tern tok/s\":>11} {\"torch tok/s\":>12} {\"ratio\":>7}")
+rows = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
+print("%-10s %11s %12s %7s" % ("policy", "tern tok/s", "torch tok/s", "ratio"))
 out = {}
 for r in rows:
     t, p = r["tern"]["tokens_per_s"], r["pytorch"]["tokens_per_s"]
-    print(f"{r[\"policy\"]:<10} {t:>11.0f} {p:>12.0f} {t / p:>7.2f}")
+    print("%-10s %11.0f %12.0f %7.2f" % (r["policy"], t, p, t / p))
     out[r["policy"]] = {"tern_tokens_per_s": round(t, 1), "pytorch_tokens_per_s": round(p, 1), "ratio": round(t / p, 3)}
 print(json.dumps({"benchmark": "lm_train", "threads": rows[0]["tern"]["threads"], "results": out}))
-'
+PY
