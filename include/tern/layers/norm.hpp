@@ -104,6 +104,9 @@ public:
     }
 
     void collect_parameters(parameter_list& out, const std::string& prefix) { affine_.collect(out, prefix); }
+    std::size_t features() const { return features_; }
+    float eps() const { return eps_; }
+    bool affine() const { return affine_.affine(); }
     std::string describe() const {
         return "layer_norm(" + std::to_string(features_) + (affine_.affine() ? ",affine" : "") + ")";
     }
@@ -161,6 +164,9 @@ public:
     }
 
     void collect_parameters(parameter_list& out, const std::string& prefix) { affine_.collect(out, prefix); }
+    std::size_t features() const { return features_; }
+    float eps() const { return eps_; }
+    bool affine() const { return affine_.affine(); }
     std::string describe() const {
         return "rms_norm(" + std::to_string(features_) + (affine_.affine() ? ",affine" : "") + ")";
     }
