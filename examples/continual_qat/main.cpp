@@ -40,7 +40,7 @@ struct settings {
     std::vector<std::size_t> switch_points;
     double lr = 2e-3, wd = 0.01;
     std::uint64_t seed = 1;
-    std::string text, out, post;
+    std::string text, out, post, pre;
 };
 
 /// One run of the experiment.
@@ -154,7 +154,8 @@ std::string svg_plot(const std::vector<run_result>& runs, const settings& s) {
     o << "<svg xmlns='http://www.w3.org/2000/svg' width='" << w << "' height='" << h
       << "' font-family='sans-serif' font-size='12'>\n<rect width='100%' height='100%' fill='white'/>\n"
       << "<text x='" << left << "' y='22' font-size='15'>Validation loss (nats/byte), KJV byte LM, "
-      << s.model.layers << " layers, d_model " << s.model.d_model << "; 16-bit -> 1.58-bit switches</text>\n";
+      << s.model.layers << " layers, d_model " << s.model.d_model << "; " << s.pre << " -> " << s.post
+      << " switches</text>\n";
     for (int i = 0; i <= 4; ++i) {
         const double v = lo + (hi - lo) * i / 4.0;
         o << "<line x1='" << left << "' x2='" << w - right << "' y1='" << y(v) << "' y2='" << y(v)
@@ -175,10 +176,10 @@ std::string svg_plot(const std::vector<run_result>& runs, const settings& s) {
     return o.str();
 }
 
-template <class Post>
+template <class Pre, class Post>
 std::vector<run_result> run_all(const settings& s, const tern::text::corpus& data) {
     std::vector<run_spec> specs;
-    specs.push_back({"fp16 only", false, true, {.switch_at = s.steps}});
+    specs.push_back({std::string(Pre::name) + " only", false, true, {.switch_at = s.steps}});
     specs.push_back({std::string(Post::name) + " from scratch", true, false, {.switch_at = 0}});
     for (std::size_t p : s.switch_points)
         for (bool reset : {false, true})
@@ -190,7 +191,7 @@ std::vector<run_result> run_all(const settings& s, const tern::text::corpus& dat
                                   .rewarm = reset ? s.rewarm : 0}});
     std::vector<run_result> results;
     for (const auto& spec : specs) {
-        results.push_back(train_run<tern::fp16, Post>(spec, s, data));
+        results.push_back(train_run<Pre, Post>(spec, s, data));
         run_result& r = results.back();
         const std::size_t S = spec.schedule.switch_at;
         if (!spec.fp_only && !spec.ternary_only) {
@@ -221,6 +222,8 @@ int main(int argc, char** argv) {
         settings s;
         s.text = args.value("text", "", "text file (default: the King James Bible from `bible Gen1:1-Rev22:21`)");
         s.post = args.choice("policy", "absmean", {"absmean", "absmedian"}, "the 1.58-bit policy switched to");
+        s.pre = args.choice("pre-policy", "fp16", {"fp16", "fp16_prenorm"},
+                            "the 16-bit phase (fp16_prenorm: with BitLinear's input normalization already on)");
         s.steps = std::size_t(args.integer("steps", 600, 20, 1L << 30, "optimizer steps of every run"));
         const std::string points = args.value("switch-points", "", "comma-separated switch steps (default: steps/3,2*steps/3)");
         s.phase_in = std::size_t(args.integer("phase-in", 100, 1, 1L << 30, "phase-in steps T of the phase-in runs"));
@@ -259,13 +262,19 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "corpus: %zu training and %zu validation bytes; unigram entropy %.4f nats/byte\n",
                      data.train_tokens().size(), data.validation_tokens().size(), unigram);
 
-        const auto results = s.post == "absmean" ? run_all<tern::absmean_ternary>(s, data)
-                                                 : run_all<tern::absmedian_ternary>(s, data);
+        std::vector<run_result> results;
+        if (s.pre == "fp16") {
+            results = s.post == "absmean" ? run_all<tern::fp16, tern::absmean_ternary>(s, data)
+                                          : run_all<tern::fp16, tern::absmedian_ternary>(s, data);
+        } else {
+            results = s.post == "absmean" ? run_all<tern::fp16_prenorm, tern::absmean_ternary>(s, data)
+                                          : run_all<tern::fp16_prenorm, tern::absmedian_ternary>(s, data);
+        }
 
         std::filesystem::create_directories(s.out);
         std::ostringstream table;
-        table << "| run | final validation loss (nats/byte) | bits/byte | spike: max excess training loss over fp16-only in the 100 steps after the switch |\n|---|---|---|---|\n";
-        nlohmann::json summary = {{"steps", s.steps}, {"d_model", s.model.d_model}, {"layers", s.model.layers},
+        table << "| run | final validation loss (nats/byte) | bits/byte | spike: max excess training loss over the 16-bit-only run in the 100 steps after the switch |\n|---|---|---|---|\n";
+        nlohmann::json summary = {{"steps", s.steps}, {"pre_policy", s.pre}, {"policy", s.post}, {"d_model", s.model.d_model}, {"layers", s.model.layers},
                                   {"unigram_nats", unigram}};
         for (const auto& r : results) {
             const bool switched = !r.spec.fp_only && !r.spec.ternary_only;
