@@ -19,6 +19,7 @@
 
 #include "common/cli.hpp"
 #include "tern/data/idx.hpp"
+#include "tern/deploy/frozen_conv.hpp"
 #include "tern/deploy/packed_model.hpp"
 #include "tern/io/safetensors.hpp"
 #include "tern/packed/cpu_dispatch.hpp"
@@ -72,14 +73,29 @@ int main(int argc, char** argv) {
         for (auto& v : test.inputs) v = (v - mean) / sd;
 
         // One warm-up call sizes every layer's buffers; then the timed pass over all images.
-        tern::tensor x = tern::tensor::from_shape({std::min(batch, n), per});
+        // A convolutional model records its per-sample input shape ([1, 28, 28]): images become NCHW.
+        tern::shape_t sample{per};
+        if (!model.input_shape().empty()) {
+            std::size_t count = 1;
+            for (auto d : model.input_shape()) count *= d;
+            tern::detail::require(count == per, "the model expects samples of shape ",
+                                  tern::detail::shape_string(model.input_shape()), " (", count, " values), the images have ",
+                                  per, " values");
+            sample = model.input_shape();
+        }
+        const auto batch_shape = [&](std::size_t b) {
+            tern::shape_t s{b};
+            s.insert(s.end(), sample.begin(), sample.end());
+            return s;
+        };
+        tern::tensor x = tern::tensor::from_shape(batch_shape(std::min(batch, n)));
         std::copy(test.inputs.data(), test.inputs.data() + x.size(), x.data());
         (void)model.run(x);
         std::size_t correct = 0, classes = 0;
         const auto t0 = std::chrono::steady_clock::now();
         for (std::size_t i = 0; i < n; i += batch) {
             const std::size_t b = std::min(batch, n - i);
-            if (x.shape()[0] != b) x.resize({b, per});
+            if (x.shape()[0] != b) x.resize(batch_shape(b));
             std::copy(test.inputs.data() + i * per, test.inputs.data() + (i + b) * per, x.data());
             const tern::tensor& y = model.run(x);
             classes = y.shape().back();

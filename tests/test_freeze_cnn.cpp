@@ -1,0 +1,240 @@
+// Tests of frozen convolutional networks: packed conv2d (im2col GEMM), pooling, folded batch norm
+// and pinned fp convolutions against the training model's evaluation-mode forward at lambda 1;
+// packed file round trips and malformed files.
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <tern/deploy/freeze.hpp>
+#include <tern/deploy/frozen_conv.hpp>
+#include <tern/deploy/packed_model.hpp>
+#include <tern/io/safetensors.hpp>
+#include <tern/layers/activations.hpp>
+#include <tern/layers/batch_norm.hpp>
+#include <tern/layers/conv2d.hpp>
+#include <tern/layers/flatten.hpp>
+#include <tern/layers/linear.hpp>
+#include <tern/layers/pinned.hpp>
+#include <tern/layers/pooling.hpp>
+#include <tern/layers/residual.hpp>
+#include <tern/random.hpp>
+#include <tern/sequential.hpp>
+
+namespace fs = std::filesystem;
+
+namespace {
+
+tern::tensor random_input(const tern::shape_t& shape, std::mt19937& rng) {
+    tern::tensor x = tern::tensor::from_shape(shape);
+    std::normal_distribution<float> d(0.1f, 1.0f);
+    for (auto& v : x) v = d(rng);
+    return x;
+}
+
+double max_row_relative_diff(const tern::tensor& a, const tern::tensor& b) {
+    REQUIRE(a.shape() == b.shape());
+    const std::size_t N = b.shape().back(), rows = b.size() / N;
+    double worst = 0;
+    for (std::size_t r = 0; r < rows; ++r) {
+        double scale = 1e-6;
+        for (std::size_t n = 0; n < N; ++n) scale = std::max(scale, double(std::fabs(b.data()[r * N + n])));
+        for (std::size_t n = 0; n < N; ++n)
+            worst = std::max(worst, std::fabs(double(a.data()[r * N + n]) - double(b.data()[r * N + n])) / scale);
+    }
+    return worst;
+}
+
+std::vector<std::size_t> argmax_rows(const tern::tensor& y) {
+    const std::size_t N = y.shape().back(), rows = y.size() / N;
+    std::vector<std::size_t> out(rows);
+    for (std::size_t r = 0; r < rows; ++r)
+        out[r] = std::size_t(std::max_element(y.data() + r * N, y.data() + (r + 1) * N) - (y.data() + r * N));
+    return out;
+}
+
+template <class Fn>
+void require_error(Fn&& fn, const std::vector<std::string>& parts) {
+    try {
+        fn();
+    } catch (const tern::error& e) {
+        const std::string msg = e.what();
+        INFO("message: " << msg);
+        for (const auto& p : parts) CHECK(msg.find(p) != std::string::npos);
+        return;
+    }
+    FAIL("expected a tern::error");
+}
+
+struct temp_dir {
+    fs::path path;
+    temp_dir() {
+        path = fs::temp_directory_path() / ("tern_test_freeze_cnn_" + std::to_string(std::random_device{}()));
+        fs::create_directories(path);
+    }
+    ~temp_dir() {
+        std::error_code ec;
+        fs::remove_all(path, ec);
+    }
+    fs::path operator/(const std::string& name) const { return path / name; }
+};
+
+/// The small CNN of examples/cnn (narrower), on 1 x 12 x 12 images.
+template <class P, class First>
+auto make_small() {
+    return tern::sequential{First(1, 8, 3, tern::conv2d_options{.padding = 1}, true),
+                            tern::relu{},
+                            tern::max_pool2d(2),
+                            tern::conv2d<P>(8, 16, 3, tern::conv2d_options{.padding = 1}, true),
+                            tern::relu{},
+                            tern::avg_pool2d(2),
+                            tern::flatten{},
+                            tern::linear<P>(16 * 3 * 3, 32, true),
+                            tern::relu{},
+                            tern::linear<P>(32, 10, true)};
+}
+
+/// A small ResNet: batch norm, residual blocks with a strided 1x1 convolution shortcut, global pooling.
+template <class P, class First>
+auto make_resnet() {
+    return tern::sequential{
+        First(1, 8, 3, tern::conv2d_options{.padding = 1}, false),
+        tern::batch_norm2d(8),
+        tern::relu{},
+        tern::residual{tern::sequential{tern::conv2d<P>(8, 8, 3, {.padding = 1}, false), tern::batch_norm2d(8),
+                                        tern::relu{}, tern::conv2d<P>(8, 8, 3, {.padding = 1}, false),
+                                        tern::batch_norm2d(8)}},
+        tern::relu{},
+        tern::residual{
+            tern::sequential{tern::conv2d<P>(8, 16, 3, {.stride = 2, .padding = 1}, false), tern::batch_norm2d(16),
+                             tern::relu{}, tern::conv2d<P>(16, 16, 3, {.padding = 1, .dilation = 1}, false),
+                             tern::batch_norm2d(16)},
+            tern::sequential{tern::conv2d<P>(8, 16, 1, {.stride = 2}, false), tern::batch_norm2d(16)}},
+        tern::relu{},
+        tern::global_avg_pool2d{},
+        tern::linear<P>(16, 10, true)};
+}
+
+/// Runs a few training-mode batches (moving the batch-norm statistics away from 0 / 1), then
+/// switches to evaluation mode.
+template <class Model>
+void settle(Model& model, std::mt19937& rng) {
+    model.set_training(true);
+    for (int i = 0; i < 3; ++i) (void)model.forward(random_input({6, 1, 12, 12}, rng));
+    model.set_training(false);
+}
+
+template <class Model>
+void check_frozen_equals_training(Model& model, std::mt19937& rng) {
+    settle(model, rng);
+    const tern::tensor x = random_input({7, 1, 12, 12}, rng);
+    const tern::tensor y_train = model.forward(x);
+    tern::inference_model frozen = tern::freeze(model);
+    const tern::tensor y = frozen.forward(x);
+    INFO(frozen.describe());
+    CHECK(max_row_relative_diff(y, y_train) < 1e-4);
+    CHECK(argmax_rows(y) == argmax_rows(y_train));
+
+    // Packed file round trip: the loaded model computes the same bits.
+    temp_dir dir;
+    const fs::path file = dir / "cnn.tern";
+    tern::save_packed_model(file, frozen, {.test_inputs = random_input({3, 1, 12, 12}, rng), .metadata = {}});
+    tern::inference_model loaded = tern::load_packed_model(file);
+    CHECK(loaded.input_shape() == tern::shape_t{1, 12, 12});
+    CHECK(loaded.describe() == frozen.describe());
+    const tern::tensor y2 = loaded.forward(x);
+    CHECK(std::equal(y2.begin(), y2.end(), y.begin()));
+    CHECK(loaded.model_bytes() == frozen.model_bytes());
+}
+
+}  // namespace
+
+TEMPLATE_TEST_CASE("frozen small CNN equals the training forward at lambda 1", "[freeze][cnn]", tern::absmean_ternary,
+                   tern::absmedian_ternary) {
+    tern::manual_seed(21);
+    std::mt19937 rng(4);
+    SECTION("ternary first convolution") {
+        auto model = make_small<TestType, tern::conv2d<TestType>>();
+        check_frozen_equals_training(model, rng);
+        tern::inference_model f = tern::freeze(model);
+        CHECK(f.layer(0).kind() == "ternary_conv2d");
+        CHECK(f.packed_weights() == 8 * 9 + 16 * 8 * 9 + 144 * 32 + 32 * 10);
+    }
+    SECTION("pinned fp32 first convolution") {
+        auto model = make_small<TestType, tern::pinned<tern::conv2d<tern::fp32>>>();
+        check_frozen_equals_training(model, rng);
+        tern::inference_model f = tern::freeze(model);
+        CHECK(f.layer(0).kind() == "conv2d");
+        CHECK(f.layer(3).kind() == "ternary_conv2d");
+    }
+}
+
+TEMPLATE_TEST_CASE("frozen ResNet (batch norm, residuals, global pooling) equals the training forward",
+                   "[freeze][cnn]", tern::absmean_ternary, tern::absmedian_ternary) {
+    tern::manual_seed(22);
+    std::mt19937 rng(6);
+    auto model = make_resnet<TestType, tern::pinned<tern::conv2d<tern::fp32>>>();
+    check_frozen_equals_training(model, rng);
+}
+
+TEST_CASE("fp32 CNN freezes to full-precision convolutions", "[freeze][cnn]") {
+    tern::manual_seed(23);
+    std::mt19937 rng(8);
+    auto model = make_resnet<tern::fp32, tern::conv2d<tern::fp32>>();
+    check_frozen_equals_training(model, rng);
+    CHECK(tern::freeze(model).packed_weights() == 0);
+}
+
+TEST_CASE("malformed CNN packed files raise tern::error", "[freeze][cnn]") {
+    tern::manual_seed(24);
+    std::mt19937 rng(9);
+    auto model = make_resnet<tern::absmean_ternary, tern::conv2d<tern::absmean_ternary>>();
+    settle(model, rng);
+    tern::inference_model frozen = tern::freeze(model);
+    const tern::io::safetensors_data good =
+        tern::packed_model_data(frozen, {.test_inputs = random_input({2, 1, 12, 12}, rng), .metadata = {}});
+    const std::string where = "packed model 'x'";
+    CHECK_NOTHROW(tern::parse_packed_model(good, where));
+
+    const auto with_arch = [&](auto&& edit) {
+        tern::io::safetensors_data d = good;
+        nlohmann::json a = nlohmann::json::parse(d.metadata.at("tern.architecture"));
+        edit(a);
+        d.metadata["tern.architecture"] = a.dump();
+        return d;
+    };
+    SECTION("kernel size that does not fit the projection") {
+        const auto d = with_arch([](nlohmann::json& a) { a["layers"][0]["kernel"] = 5; });
+        require_error([&] { tern::parse_packed_model(d, where); }, {"layer 0", "ternary_conv2d"});
+    }
+    SECTION("projection of the wrong kind") {
+        const auto d = with_arch([](nlohmann::json& a) { a["layers"][0]["projection"][0]["kind"] = "linear"; });
+        require_error([&] { tern::parse_packed_model(d, where); }, {"layer 0", "projection kind"});
+    }
+    SECTION("channel count that does not chain") {
+        const auto d = with_arch([](nlohmann::json& a) { a["layers"][1]["channels"] = 9; });
+        require_error([&] { tern::parse_packed_model(d, where); }, {"layer 1", "batch_norm2d"});
+    }
+    SECTION("missing batch-norm tensor") {
+        tern::io::safetensors_data d = good;
+        d.tensors.erase("1.shift");
+        require_error([&] { tern::parse_packed_model(d, where); }, {"missing tensor '1.shift'"});
+    }
+    SECTION("truncated packed convolution weights") {
+        tern::io::safetensors_data d = good;
+        auto& t = d.tensors.at("3.body.0.projection.0.packed");
+        t.bytes.resize(t.bytes.size() - 32);
+        t.shape = {t.bytes.size()};
+        require_error([&] { tern::parse_packed_model(d, where); }, {"3.body.0.projection.0.packed", "expected U8"});
+    }
+    SECTION("changed weights fail the embedded test cases") {
+        tern::io::safetensors_data d = good;
+        auto& t = d.tensors.at("1.scale");
+        for (std::size_t c = 0; c < 8; ++c) t.bytes[4 * c + 2] ^= 0x20;  // every scale off by about 25%
+        require_error([&] { tern::parse_packed_model(d, where); }, {"embedded test case"});
+    }
+}
