@@ -9,7 +9,7 @@
 
 #include <filesystem>
 #include <map>
-#include <regex>
+#include <cctype>
 #include <string>
 
 #include "io/safetensors.hpp"
@@ -32,9 +32,18 @@ struct load_options {
 namespace detail {
 
 inline std::string strip_policies(const std::string& description) {
-    // "linear<absmean,a8>(4->2)" -> "linear<>(4->2)": the architecture without the policies.
-    static const std::regex policy_args(R"(([A-Za-z0-9_])<[^<>()]*>)");
-    return std::regex_replace(description, policy_args, "$1<>");
+    // "linear<absmean,a8>(4->2)" -> "linear<>(4->2)": drop what stands between a name's '<' and the
+    // next '>' (policy arguments never contain '(' or ')'; the "->" of "(4->2)" is left alone).
+    std::string out;
+    for (std::size_t i = 0; i < description.size(); ++i) {
+        out += description[i];
+        const bool opens = description[i] == '<' && i > 0 && (std::isalnum(static_cast<unsigned char>(description[i - 1])) ||
+                                                               description[i - 1] == '_');
+        if (!opens) continue;
+        const std::size_t close = description.find_first_of("<>()", i + 1);
+        if (close != std::string::npos && description[close] == '>') i = close - 1;
+    }
+    return out;
 }
 
 }  // namespace detail

@@ -55,6 +55,7 @@ public:
 };
 
 namespace detail {
+using namespace ::tern::detail;  // require/fail stay reachable as detail:: inside tern::text
 
 /// 0: whitespace, 1: letters, digits and bytes >= 0x80, 2: everything else.
 inline int byte_class(unsigned char c) {
