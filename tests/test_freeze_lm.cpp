@@ -1,0 +1,210 @@
+// Tests of the frozen language model: packed decoder blocks with key/value caches against
+// decoder_lm's forward at lambda 1 (every position), generation, packed files and malformed files.
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <tern/deploy/freeze.hpp>
+#include <tern/deploy/frozen_lm.hpp>
+#include <tern/deploy/packed_model.hpp>
+#include <tern/io/safetensors.hpp>
+#include <tern/layers/transformer.hpp>
+#include <tern/random.hpp>
+
+namespace fs = std::filesystem;
+
+namespace {
+
+/// Largest |a - b| over rows of the last axis, relative to the row's largest |b|.
+double max_row_relative_diff(const float* a, const float* b, std::size_t rows, std::size_t N) {
+    double worst = 0;
+    for (std::size_t r = 0; r < rows; ++r) {
+        double scale = 1e-6;
+        for (std::size_t n = 0; n < N; ++n) scale = std::max(scale, double(std::fabs(b[r * N + n])));
+        for (std::size_t n = 0; n < N; ++n) worst = std::max(worst, std::fabs(double(a[r * N + n]) - double(b[r * N + n])) / scale);
+    }
+    return worst;
+}
+
+std::size_t argmax(const float* row, std::size_t n) { return std::size_t(std::max_element(row, row + n) - row); }
+
+template <class Fn>
+void require_error(Fn&& fn, const std::vector<std::string>& parts) {
+    try {
+        fn();
+    } catch (const tern::error& e) {
+        const std::string msg = e.what();
+        INFO("message: " << msg);
+        for (const auto& p : parts) CHECK(msg.find(p) != std::string::npos);
+        return;
+    }
+    FAIL("expected a tern::error");
+}
+
+struct temp_dir {
+    fs::path path;
+    temp_dir() {
+        path = fs::temp_directory_path() / ("tern_test_freeze_lm_" + std::to_string(std::random_device{}()));
+        fs::create_directories(path);
+    }
+    ~temp_dir() {
+        std::error_code ec;
+        fs::remove_all(path, ec);
+    }
+};
+
+tern::lm_config small_config(int variant) {
+    tern::lm_config c{.vocab = 40, .d_model = 32, .layers = 2, .heads = 4, .context = 24};
+    if (variant == 1) {  // rotary, swiglu, layer norm, quantized head
+        c.positions = tern::position_kind::rotary;
+        c.mlp = tern::mlp_kind::swiglu;
+        c.norm = tern::norm_kind::layer;
+        c.mlp_hidden = 48;
+        c.quantized_head = true;
+    }
+    if (variant == 2) {  // rotary, swiglu, rms norm, fp head
+        c.positions = tern::position_kind::rotary;
+        c.mlp = tern::mlp_kind::swiglu;
+    }
+    return c;
+}
+
+std::vector<int> random_tokens(std::size_t n, std::size_t vocab, std::mt19937& rng) {
+    std::uniform_int_distribution<int> d(0, int(vocab) - 1);
+    std::vector<int> t(n);
+    for (auto& v : t) v = d(rng);
+    return t;
+}
+
+template <class P>
+void check_lm(int variant) {
+    INFO("variant " << variant);
+    tern::manual_seed(31 + variant);
+    std::mt19937 rng(7 + variant);
+    const tern::lm_config cfg = small_config(variant);
+    tern::decoder_lm<P> lm(cfg);
+    tern::inference_model frozen = tern::freeze(lm);
+    REQUIRE(tern::is_language_model(frozen));
+    CHECK(frozen.size() == cfg.layers + 3);
+    CHECK(frozen.layer(cfg.layers + 2).kind() == (cfg.quantized_head ? "ternary_linear" : "linear"));
+
+    // Whole sequences (batch 2): the same logits as the training forward.
+    const std::size_t T = 20, V = cfg.vocab;
+    const auto seq = random_tokens(2 * T, V, rng);
+    tern::tensor ids(tern::shape_t{2, T});
+    for (std::size_t i = 0; i < seq.size(); ++i) ids.data()[i] = float(seq[i]);
+    const tern::tensor ref = lm.forward(ids);
+    const tern::tensor whole = frozen.forward(ids);
+    REQUIRE(whole.shape() == ref.shape());
+    CHECK(max_row_relative_diff(whole.data(), ref.data(), 2 * T, V) < 2e-3);
+
+    // Cached: a 5-token prompt, then one token per call; every position's logits match.
+    frozen.begin_sequence(2, cfg.context);
+    std::size_t same_argmax = 0;
+    for (std::size_t p = 0; p < T;) {
+        const std::size_t t = p == 0 ? 5 : 1;
+        tern::tensor step(tern::shape_t{2, t});
+        for (std::size_t b = 0; b < 2; ++b)
+            for (std::size_t i = 0; i < t; ++i) step.data()[b * t + i] = float(seq[b * T + p + i]);
+        const tern::tensor& y = frozen.run(step);
+        for (std::size_t b = 0; b < 2; ++b)
+            for (std::size_t i = 0; i < t; ++i) {
+                const float* got = y.data() + (b * t + i) * V;
+                const float* want = ref.data() + (b * T + p + i) * V;
+                INFO("sequence " << b << ", position " << p + i);
+                CHECK(max_row_relative_diff(got, want, 1, V) < 2e-3);
+                same_argmax += argmax(got, V) == argmax(want, V);
+            }
+        p += t;
+    }
+    frozen.end_sequence();
+    CHECK(same_argmax == 2 * T);
+
+    // Greedy generation past the context (re-prefill): the same tokens as decoder_lm::generate.
+    const auto prompt = random_tokens(6, V, rng);
+    const tern::sample_options greedy{.temperature = 0.0f, .top_k = 0, .seed = 1};
+    // (A ternary head gives integer-valued dot products, so exact ties between two tokens are common
+    // and float rounding breaks them either way: compared with the fp head only.)
+    if (!cfg.quantized_head) CHECK(tern::generate_tokens(frozen, prompt, 30, greedy) == lm.generate(prompt, 30, greedy));
+    // Sampling is reproducible from the seed (a float-rounding difference in the logits may pick
+    // another token than the training model near a boundary of the distribution, so not compared).
+    const tern::sample_options sampled{.temperature = 0.7f, .top_k = 5, .seed = 9};
+    const auto s1 = tern::generate_tokens(frozen, prompt, 12, sampled);
+    CHECK(s1.size() == 12);
+    CHECK(tern::generate_tokens(frozen, prompt, 12, sampled) == s1);
+
+    // Packed file round trip: identical logits.
+    temp_dir dir;
+    const fs::path file = dir.path / "lm.tern";
+    tern::save_packed_model(file, frozen, {.test_inputs = std::nullopt, .metadata = {{"tokenizer", "bytes"}}});
+    tern::inference_model loaded = tern::load_packed_model(file);
+    CHECK(loaded.describe() == frozen.describe());
+    CHECK(loaded.model_bytes() == frozen.model_bytes());
+    const tern::tensor again = loaded.forward(ids);
+    CHECK(std::equal(again.begin(), again.end(), whole.begin()));
+    CHECK(tern::generate_tokens(loaded, prompt, 10) == tern::generate_tokens(frozen, prompt, 10));
+}
+
+}  // namespace
+
+TEMPLATE_TEST_CASE("frozen LM equals decoder_lm at every position and generates the same tokens", "[freeze][lm]",
+                   tern::absmean_ternary, tern::absmedian_ternary) {
+    check_lm<TestType>(0);
+    check_lm<TestType>(1);
+    check_lm<TestType>(2);
+}
+
+TEST_CASE("fp32 LM freezes to full-precision projections", "[freeze][lm]") {
+    check_lm<tern::fp32>(0);
+}
+
+TEST_CASE("malformed LM packed files raise tern::error", "[freeze][lm]") {
+    tern::manual_seed(41);
+    tern::decoder_lm<tern::absmean_ternary> lm(small_config(0));
+    tern::inference_model frozen = tern::freeze(lm);
+    const tern::io::safetensors_data good = tern::packed_model_data(frozen);
+    const std::string where = "packed model 'x'";
+    CHECK_NOTHROW(tern::parse_packed_model(good, where));
+    const auto with_arch = [&](auto&& edit) {
+        tern::io::safetensors_data d = good;
+        nlohmann::json a = nlohmann::json::parse(d.metadata.at("tern.architecture"));
+        edit(a);
+        d.metadata["tern.architecture"] = a.dump();
+        return d;
+    };
+    SECTION("heads that do not divide d_model") {
+        const auto d = with_arch([](nlohmann::json& a) { a["layers"][1]["heads"] = 5; });
+        require_error([&] { tern::parse_packed_model(d, where); }, {"layer 1", "decoder_block", "multiple of heads"});
+    }
+    SECTION("swiglu without a gate") {
+        const auto d = with_arch([](nlohmann::json& a) { a["layers"][2]["mlp"] = "swiglu"; });
+        require_error([&] { tern::parse_packed_model(d, where); }, {"layer 2", "gate"});
+    }
+    SECTION("a norm where a projection belongs") {
+        const auto d = with_arch([](nlohmann::json& a) { a["layers"][1]["q"] = a["layers"][1]["norm1"]; });
+        require_error([&] { tern::parse_packed_model(d, where); }, {"layer 1", "field 'q'"});
+    }
+    SECTION("embedding width that does not chain") {
+        const auto d = with_arch([](nlohmann::json& a) { a["layers"][0]["dim"] = 16; });
+        require_error([&] { tern::parse_packed_model(d, where); }, {"layer 0", "weight"});
+    }
+    SECTION("missing packed projection") {
+        tern::io::safetensors_data d = good;
+        REQUIRE(d.tensors.erase("1.v.0.packed_tail") + d.tensors.erase("1.v.0.packed") > 0);
+        require_error([&] { tern::parse_packed_model(d, where); }, {"missing tensor '1.v.0."});
+    }
+    SECTION("extra tensor") {
+        tern::io::safetensors_data d = good;
+        d.put("1.extra", tern::tensor(tern::shape_t{2}, 1.0f));
+        require_error([&] { tern::parse_packed_model(d, where); }, {"1.extra", "belongs to no layer"});
+    }
+    SECTION("generation from a classifier is refused") {
+        tern::inference_model empty;
+        require_error([&] { tern::generate_tokens(empty, {1, 2}, 3); }, {"not a language model"});
+    }
+}
