@@ -24,6 +24,8 @@
 
 #include "common/cli.hpp"
 #include "tern/data/augment.hpp"
+#include "tern/deploy/frozen_conv.hpp"   // --export
+#include "tern/deploy/packed_model.hpp"  // --export
 #include "tern/layers/batch_norm.hpp"
 #include "tern/layers/conv2d.hpp"
 #include "tern/layers/pooling.hpp"
@@ -33,6 +35,7 @@ namespace {
 
 struct settings {
     std::string policy, dataset, data_dir, model, first_layer, save, load, log, schedule;
+    std::string export_path;  // --export: packed inference model written after training
     std::size_t epochs = 5, batch = 128, threads = 2, crop = 0;
     double lr = 1e-3, wd = 0.0;
     std::uint64_t seed = 1;
@@ -230,6 +233,13 @@ nlohmann::json train_and_evaluate(const settings& s, Model& model) {
         samples_per_s = train_seconds > 0 ? double(trained_samples) / train_seconds : 0.0;
     }
     const auto eval = tern::evaluate_classifier(model, data.test, data.classes, eval_batch);
+    if (!s.export_path.empty()) {  // packed model for `infer` (records the input shape [C, H, W])
+        tern::packed_save_options how{.test_inputs = tern::data::gather_rows(data.test.inputs, data.test.labels, {0, 1, 2, 3}).inputs,
+                                      .metadata = {}};
+        if (s.dataset == "fashion") how.metadata = {{"input.mean", "0.2860"}, {"input.std", "0.3530"}};
+        tern::save_packed_model(s.export_path, model, how);
+        std::cerr << "exported packed model to " << s.export_path << "\n";
+    }
     if (!s.quiet) std::cerr << "confusion matrix (test set):\n" << eval.confusion.to_string();
     return {{"policy", std::string(P::name)},
             {"model", s.model},
@@ -293,6 +303,7 @@ int main(int argc, char** argv) {
         s.eval_only = args.flag("eval-only", "only evaluate (use with --load)");
         s.log = args.value("log", "", "CSV file for the training curves");
         s.quiet = args.flag("quiet", "no progress bar or confusion matrix");
+        s.export_path = args.value("export", "", "packed model file (tern-packed-1) to write after training, for infer");
         if (!args.finish()) return 0;
         if (s.data_dir.empty()) {
             tern::detail::require(s.dataset == "fashion", "--dataset ", s.dataset,

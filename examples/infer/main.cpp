@@ -20,8 +20,10 @@
 #include "common/cli.hpp"
 #include "tern/data/idx.hpp"
 #include "tern/deploy/frozen_conv.hpp"
+#include "tern/deploy/frozen_lm.hpp"
 #include "tern/deploy/packed_model.hpp"
 #include "tern/io/safetensors.hpp"
+#include "tern/text/tokenizer.hpp"
 #include "tern/packed/cpu_dispatch.hpp"
 #include "tern/threads.hpp"
 
@@ -51,6 +53,11 @@ int main(int argc, char** argv) {
         const auto limit = std::size_t(args.integer("limit", 0, 0, 1L << 40, "classify only the first N images (0: all)"));
         const double mean_flag = args.real("mean", 0.2860, -1e6, 1e6, "input standardization mean (file metadata wins)");
         const double std_flag = args.real("std", 0.3530, 1e-12, 1e6, "input standardization std (file metadata wins)");
+        const std::string prompt = args.value("prompt", "", "language models: the text to continue");
+        const auto gen_tokens = std::size_t(args.integer("tokens", 200, 1, 1 << 24, "language models: tokens to generate"));
+        const double temperature = args.real("temperature", 0.8, 0.0, 100.0, "language models: sampling temperature (0: greedy)");
+        const auto top_k = std::size_t(args.integer("top-k", 0, 0, 1 << 24, "language models: sample among the k likeliest (0: all)"));
+        const auto seed = std::uint64_t(args.integer("seed", 1, 0, 1L << 62, "language models: sampling seed"));
         if (!args.finish()) return 0;
         tern::detail::require(!model_path.empty(), "--model FILE is required (a packed model, e.g. from mlp --export)");
         tern::set_num_threads(threads);
@@ -64,6 +71,43 @@ int main(int argc, char** argv) {
         std::cerr << "model: " << model.describe() << "\n"
                   << "policy " << model.policy() << ", " << model.model_bytes() << " parameter bytes, "
                   << model.bits_per_weight() << " bits per packed weight, loaded in " << load_s * 1e3 << " ms\n";
+
+        if (tern::is_language_model(model)) {  // generate text from --prompt
+            auto it = file.metadata.find("tokenizer");
+            const std::string tok = it == file.metadata.end() ? "bytes" : it->second;
+            tern::detail::require(tok == "bytes", "the model uses tokenizer '", tok,
+                                  "'; infer generates with the byte tokenizer only (export a --tokenizer bytes model)");
+            tern::detail::require(!prompt.empty(), "--prompt TEXT is required for a language model");
+            const tern::text::byte_tokenizer codec;
+            const std::vector<int> ids = codec.encode(prompt);
+            const tern::sample_options how{.temperature = float(temperature), .top_k = top_k, .seed = seed};
+            (void)tern::generate_tokens(model, ids, 2, how);  // warm-up: sizes the buffers
+            const auto t0 = std::chrono::steady_clock::now();
+            const std::vector<int> out = tern::generate_tokens(model, ids, gen_tokens, how);
+            const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+            std::cout << prompt << codec.decode(out) << "\n";
+            std::fprintf(stderr, "%zu tokens in %.3f s: %.1f tokens/s (prompt %zu tokens, %zu thread%s, %s kernels)\n",
+                         out.size(), seconds, double(out.size()) / seconds, ids.size(), threads, threads == 1 ? "" : "s",
+                         tern::packed::active_kernel_path_name());
+            const nlohmann::json result = {{"model", model_path},
+                                           {"policy", model.policy()},
+                                           {"tokenizer", tok},
+                                           {"prompt_tokens", ids.size()},
+                                           {"generated_tokens", out.size()},
+                                           {"tokens_per_s", double(out.size()) / seconds},
+                                           {"seconds", seconds},
+                                           {"temperature", temperature},
+                                           {"top_k", top_k},
+                                           {"seed", seed},
+                                           {"threads", threads},
+                                           {"model_bytes", model.model_bytes()},
+                                           {"file_bytes", std::filesystem::file_size(model_path)},
+                                           {"packed_weights", model.packed_weights()},
+                                           {"bits_per_weight", model.bits_per_weight()},
+                                           {"kernel_path", tern::packed::active_kernel_path_name()}};
+            std::cout << result.dump() << std::endl;
+            return 0;
+        }
 
         auto test = tern::data::load_mnist_dir(data_dir, false);
         std::size_t n = test.size();
