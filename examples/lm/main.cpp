@@ -23,6 +23,7 @@
 
 #include "common/cli.hpp"
 #include "tern/layers/transformer.hpp"
+#include "tern/continual.hpp"
 #include "tern/text/corpus.hpp"
 #include "tern/text/tokenizer.hpp"
 #include "tern/tern.hpp"
@@ -37,6 +38,8 @@ struct settings {
     double lr = 1e-3, wd = 0.01, val_fraction = 0.05, clip = 1.0, temperature = 0.8;
     std::uint64_t seed = 1;
     bool quantized_head = false, quiet = false;
+    std::string pre_policy;              // continual QAT: the policy before the switch
+    tern::continual_schedule schedule;   // switch_at == 0: no switch
 };
 
 /// The tokenizer in use: bytes, or a BPE.
@@ -96,7 +99,8 @@ std::string sample_text(Model& lm, const text_codec& codec, const settings& s, s
     return s.prompt + codec.decode(out);
 }
 
-template <class P>
+/// Trains in policy Pre until --switch-at, then in P (continual QAT); Pre == P trains in P throughout.
+template <class Pre, class P>
 nlohmann::json run(const settings& s, const std::string& raw) {
     // Tokenizer and data. BPE learns from the training part only (the text before the held-out tail).
     text_codec codec;
@@ -127,15 +131,28 @@ nlohmann::json run(const settings& s, const std::string& raw) {
                         .norm = s.norm == "layer" ? tern::norm_kind::layer : tern::norm_kind::rms,
                         .positions = s.positions == "rotary" ? tern::position_kind::rotary : tern::position_kind::learned,
                         .quantized_head = s.quantized_head};
-    tern::decoder_lm<P> lm(cfg);
-    auto params = lm.parameters();
-    tern::adamw optimizer(params, {.lr = float(s.lr), .weight_decay = float(s.wd)});
+    tern::decoder_lm<Pre> pre(cfg);
+    std::optional<tern::decoder_lm<P>> post;
+    tern::adamw optimizer(pre.parameters(), {.lr = float(s.lr), .weight_decay = float(s.wd)});
+    const bool switching = s.schedule.switch_at > 0;
+    const auto enter_post = [&] {  // the switch: same parameters, new policy, optimizer kept or reset
+        post.emplace(pre);
+        tern::switch_optimizer(optimizer, post->parameters(), switching && s.schedule.reset_optimizer);
+    };
+    if (!switching) enter_post();
+    // Runs f on the model in use (the pre-switch model until the switch).
+    const auto active = [&](auto&& f) { return post ? f(*post) : f(pre); };
     const tern::warmup_cosine schedule(float(s.lr), std::min(s.warmup, s.steps), std::max<std::size_t>(s.steps, 1),
                                        float(s.lr) * 0.1f);
     std::size_t step = 0;
     if (!s.load.empty()) {
-        const bool with_optimizer = s.steps > 0 && tern::io::load_safetensors(s.load).metadata.count("optimizer");
-        const auto meta = tern::load_checkpoint(s.load, lm, with_optimizer ? &optimizer : nullptr);
+        const auto file = tern::io::load_safetensors(s.load);
+        const bool with_optimizer = s.steps > 0 && file.metadata.count("optimizer");
+        const auto& meta = file.metadata;
+        // A file saved after the switch holds the converted model.
+        if (!post && meta.count("tern.policy") && meta.at("tern.policy") != tern::policy_name(pre)) enter_post();
+        active([&](auto& lm) { tern::restore_model(file, lm, s.load); });
+        if (with_optimizer) optimizer.load_state(file);
         if (meta.count("tokenizer"))
             tern::detail::require(meta.at("tokenizer") == codec.name(), s.load, ": trained with tokenizer '",
                                   meta.at("tokenizer"), "', this run uses '", codec.name(), "'");
@@ -143,8 +160,8 @@ nlohmann::json run(const settings& s, const std::string& raw) {
         std::cerr << "loaded " << s.load << (with_optimizer ? ", resuming at step " + std::to_string(step) : "")
                   << "\n";
     }
-    const std::size_t n_params = tern::count_parameters(params);
-    std::cerr << "model: " << tern::policy_name(lm) << ", " << s.layers << " layers, d_model " << s.d_model << ", "
+    const std::size_t n_params = tern::count_parameters(optimizer.parameters());
+    std::cerr << "model: " << active([](auto& lm) { return tern::policy_name(lm); }) << ", " << s.layers << " layers, d_model " << s.d_model << ", "
               << s.heads << " heads, context " << s.context << ", vocab " << cfg.vocab << " (" << codec.name()
               << "), " << n_params << " parameters, " << tern::num_threads() << " threads\n";
     std::fprintf(stderr, "data: %zu training and %zu validation tokens; unigram entropy %.4f bits/token = %.4f bits/byte\n",
@@ -155,7 +172,9 @@ nlohmann::json run(const settings& s, const std::string& raw) {
         log.emplace(s.log, std::vector<std::string>{"step", "train_loss", "val_loss", "val_bpc", "tokens_per_s"});
     const auto save = [&](std::size_t at) {
         if (!s.save.empty())
-            tern::save_checkpoint(s.save, lm, &optimizer, {{"step", std::to_string(at)}, {"tokenizer", codec.name()}});
+            active([&](auto& lm) {
+                tern::save_checkpoint(s.save, lm, &optimizer, {{"step", std::to_string(at)}, {"tokenizer", codec.name()}});
+            });
     };
 
     tern::softmax_cross_entropy loss;
@@ -165,12 +184,21 @@ nlohmann::json run(const settings& s, const std::string& raw) {
     tern::progress_bar bar("train", s.steps > start ? s.steps - start : 0);
     const auto t_start = std::chrono::steady_clock::now();
     for (; step < s.steps; ++step) {
+        if (!post && step >= s.schedule.switch_at) {
+            enter_post();
+            if (!s.quiet) bar.finish();
+            std::cerr << "step " << step << ": switched to " << P::name << "\n";
+        }
         const auto batch = data.sample(s.batch, rng);
-        optimizer.set_learning_rate(schedule(step));
-        lm.zero_grad();
-        const float l = loss.forward(lm.forward(batch.inputs), batch.targets);
-        lm.backward(loss.backward());
-        if (s.clip > 0) tern::clip_grad_norm(params, float(s.clip));
+        optimizer.set_learning_rate(schedule(step) * s.schedule.lr_factor(step));
+        if (post) post->set_quant_strength(s.schedule.lambda(step));
+        optimizer.zero_grad();
+        const float l = active([&](auto& lm) {
+            const float value = loss.forward(lm.forward(batch.inputs), batch.targets);
+            lm.backward(loss.backward());
+            return value;
+        });
+        if (s.clip > 0) tern::clip_grad_norm(optimizer.parameters(), float(s.clip));
         optimizer.step();
         running = step == start ? l : 0.98 * running + 0.02 * l;
         trained_tokens += double(batch.targets.size());
@@ -178,7 +206,7 @@ nlohmann::json run(const settings& s, const std::string& raw) {
         if (!s.quiet) bar.update(step + 1 - start, running, -1, trained_tokens);
         const bool last = step + 1 == s.steps;
         if ((s.eval_every && (step + 1) % s.eval_every == 0) || last) {
-            const auto [vl, vb] = evaluate(lm, data, codec, s.batch, s.eval_windows);
+            const auto [vl, vb] = active([&](auto& lm) { return evaluate(lm, data, codec, s.batch, s.eval_windows); });
             if (!s.quiet) bar.finish();
             std::fprintf(stderr, "step %zu: train loss %.4f | val loss %.4f, %.4f bits/byte (sampled %zu windows) | %.0f tokens/s\n",
                          step + 1, running, vl, vb, s.eval_windows, trained_tokens / train_seconds);
@@ -186,20 +214,21 @@ nlohmann::json run(const settings& s, const std::string& raw) {
             save(step + 1);
         }
         if (s.sample_every && (step + 1) % s.sample_every == 0)
-            std::cerr << "--- sample at step " << step + 1 << ":\n" << sample_text(lm, codec, s, s.seed + step) << "\n---\n";
+            std::cerr << "--- sample at step " << step + 1 << ":\n"
+                      << active([&](auto& lm) { return sample_text(lm, codec, s, s.seed + step); }) << "\n---\n";
     }
     if (!s.quiet && s.steps > start) bar.finish();
 
-    const auto [val_loss, val_bpc] = evaluate(lm, data, codec, s.batch, 0);
+    const auto [val_loss, val_bpc] = active([&](auto& lm) { return evaluate(lm, data, codec, s.batch, 0); });
     std::fprintf(stderr, "validation (all %zu windows): loss %.4f nats/token, %.4f bits/byte, perplexity %.3f; "
                  "unigram entropy %.4f bits/byte\n",
                  data.validation_windows(), val_loss, val_bpc, std::exp(val_loss), unigram_bpc);
     const auto g0 = std::chrono::steady_clock::now();
-    const std::string sample = sample_text(lm, codec, s, s.seed);
+    const std::string sample = active([&](auto& lm) { return sample_text(lm, codec, s, s.seed); });
     const double gen_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - g0).count();
     std::cerr << "--- sample (temperature " << s.temperature << ", top-k " << s.top_k << "):\n" << sample << "\n---\n";
     return {{"policy", std::string(P::name)},
-            {"model_policy", tern::policy_name(lm)},
+            {"model_policy", active([](auto& lm) { return tern::policy_name(lm); })},
             {"params", n_params},
             {"d_model", s.d_model},
             {"layers", s.layers},
@@ -216,6 +245,14 @@ nlohmann::json run(const settings& s, const std::string& raw) {
             {"train_seconds", train_seconds},
             {"train_tokens_per_s", train_seconds > 0 ? trained_tokens / train_seconds : 0.0},
             {"generate_tokens_per_s", gen_seconds > 0 ? double(s.tokens) / gen_seconds : 0.0}};
+}
+
+template <class P>
+nlohmann::json run_with_pre(const settings& s, const std::string& raw) {
+    if (s.schedule.switch_at == 0) return run<P, P>(s, raw);
+    if (s.pre_policy == "fp32") return run<tern::fp32, P>(s, raw);
+    if (s.pre_policy == "fp16_prenorm") return run<tern::fp16_prenorm, P>(s, raw);
+    return run<tern::fp16, P>(s, raw);
 }
 
 }  // namespace
@@ -259,17 +296,34 @@ int main(int argc, char** argv) {
         s.top_k = std::size_t(args.integer("top-k", 0, 0, 1 << 24, "sample among the k likeliest (0: all)"));
         s.log = args.value("log", "", "CSV file for the training curve");
         s.quiet = args.flag("quiet", "no progress bar");
+        s.schedule.switch_at = std::size_t(args.integer(
+            "switch-at", 0, 0, 1L << 40, "continual QAT: train in --pre-policy until this step, then in --policy"));
+        s.pre_policy = args.choice("pre-policy", "fp16", {"fp16", "fp32", "fp16_prenorm"}, "policy before --switch-at");
+        s.schedule.phase_in = std::size_t(args.integer(
+            "phase-in", 0, 0, 1L << 40, "steps of tanh quantization phase-in after the switch (0: hard switch)"));
+        s.schedule.reset_optimizer = args.flag("reset-optimizer", "reset AdamW's moments at the switch (default: keep)");
+        s.schedule.rewarm = std::size_t(args.integer(
+            "rewarm", 0, 0, 1L << 40, "with --reset-optimizer: re-warm the learning rate over this many steps"));
         if (!args.finish()) return 0;
+        tern::detail::require(s.schedule.switch_at == 0 || s.policy == "absmean" || s.policy == "absmedian",
+                              "--switch-at converts to a ternary --policy (absmean or absmedian), got --policy ",
+                              s.policy);
+        tern::detail::require(s.schedule.rewarm == 0 || s.schedule.reset_optimizer,
+                              "--rewarm only applies with --reset-optimizer (a kept optimizer needs no re-warm)");
         tern::detail::require(!s.prompt.empty(), "--generate expects a non-empty prompt");
         tern::set_num_threads(s.threads);
         const std::string raw = s.text.empty() ? tern::text::read_command_output("bible Gen1:1-Rev22:21")
                                                : tern::text::read_file_bytes(s.text);
 
         nlohmann::json result;
-        if (s.policy == "fp32") result = run<tern::fp32>(s, raw);
-        else if (s.policy == "fp16") result = run<tern::fp16>(s, raw);
-        else if (s.policy == "absmean") result = run<tern::absmean_ternary>(s, raw);
-        else result = run<tern::absmedian_ternary>(s, raw);
+        if (s.policy == "fp32") result = run<tern::fp32, tern::fp32>(s, raw);
+        else if (s.policy == "fp16") result = run<tern::fp16, tern::fp16>(s, raw);
+        else if (s.policy == "absmean") result = run_with_pre<tern::absmean_ternary>(s, raw);
+        else result = run_with_pre<tern::absmedian_ternary>(s, raw);
+        if (s.schedule.switch_at > 0) {
+            result["pre_policy"] = s.pre_policy;
+            result["switch_at"] = s.schedule.switch_at;
+        }
         std::cout << result.dump() << std::endl;
         return 0;
     } catch (const std::exception& e) {
