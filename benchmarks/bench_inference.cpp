@@ -25,6 +25,8 @@
 #include <tern/data/batches.hpp>
 #include <tern/data/idx.hpp>
 #include <tern/deploy/freeze.hpp>
+#include <tern/deploy/frozen_lm.hpp>
+#include <tern/layers/transformer.hpp>
 #include <tern/layers/activations.hpp>
 #include <tern/layers/flatten.hpp>
 #include <tern/layers/linear.hpp>
@@ -209,7 +211,39 @@ int main(int argc, char** argv) {
                                {"predictions_identical", identical}});
         }
     }
+    // LM generation, 1 thread: packed cached generation vs tern's fp32 decoder_lm (forward_cached)
+    // of the same shape; the packed tokens must equal the training (quantized) model's greedy tokens.
+    tern::manual_seed(5);
+    const tern::lm_config lm_cfg{.vocab = 256, .d_model = 256, .layers = 4, .heads = 4, .context = 256};
+    tern::decoder_lm<tern::absmean_ternary> lm_q(lm_cfg);
+    tern::decoder_lm<tern::fp32> lm_fp(lm_cfg);
+    tern::inference_model lm_frozen = tern::freeze(lm_q);
+    std::vector<int> prompt(16);
+    for (std::size_t i = 0; i < prompt.size(); ++i) prompt[i] = int((i * 37 + 11) % 256);
+    const std::size_t gen = 128;
+    const tern::sample_options greedy{.temperature = 0.0f, .top_k = 0, .seed = 1};
+    const bool lm_same = tern::generate_tokens(lm_frozen, prompt, gen, greedy) == lm_q.generate(prompt, gen, greedy);
+    all_identical = all_identical && lm_same;
+    double lm_tps = 0, lm_fp_tps = 0;
+    for (int rep = 0; rep < 3; ++rep) {  // interleaved; best of 3
+        auto t0 = std::chrono::steady_clock::now();
+        (void)tern::generate_tokens(lm_frozen, prompt, gen, greedy);
+        auto t1 = std::chrono::steady_clock::now();
+        (void)lm_fp.generate(prompt, gen, greedy);
+        auto t2 = std::chrono::steady_clock::now();
+        lm_tps = std::max(lm_tps, double(gen) / std::chrono::duration<double>(t1 - t0).count());
+        lm_fp_tps = std::max(lm_fp_tps, double(gen) / std::chrono::duration<double>(t2 - t1).count());
+    }
+    const double lm_ratio = lm_tps / lm_fp_tps;
+    std::printf("LM generation (vocab 256, d 256, 4 layers, prompt %zu, %zu tokens, 1 thread): packed %.1f tokens/s, "
+                "fp32 %.1f tokens/s, %.2fx; greedy tokens %s the training model's\n",
+                prompt.size(), gen, lm_tps, lm_fp_tps, lm_ratio, lm_same ? "equal" : "DIFFER FROM");
+
     const nlohmann::json summary = {{"benchmark", "inference"},
+                                    {"lm_tokens_per_s", lm_tps},
+                                    {"lm_fp32_tokens_per_s", lm_fp_tps},
+                                    {"lm_ratio_vs_fp32", lm_ratio},
+                                    {"lm_tokens_identical", lm_same},
                                     {"threads", 1},
                                     {"kernel_path", tern::packed::active_kernel_path_name()},
                                     {"inputs", real ? "fashion-mnist" : "random"},
