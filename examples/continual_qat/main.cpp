@@ -141,7 +141,7 @@ std::string fixed(double v, int digits = 4) {
 
 /// Loss curves as an SVG line plot (validation loss against step), one colour per run.
 std::string svg_plot(const std::vector<run_result>& runs, const settings& s) {
-    const double w = 900, h = 520, left = 70, right = 260, top = 40, bottom = 50;
+    const double w = 960, h = 540, left = 70, right = 250, top = 50, bottom = 50;
     double lo = 1e9, hi = -1e9;
     for (const auto& r : runs)
         for (const auto& [step, v] : r.val_curve) lo = std::min(lo, v), hi = std::max(hi, v);
@@ -153,7 +153,7 @@ std::string svg_plot(const std::vector<run_result>& runs, const settings& s) {
     std::ostringstream o;
     o << "<svg xmlns='http://www.w3.org/2000/svg' width='" << w << "' height='" << h
       << "' font-family='sans-serif' font-size='12'>\n<rect width='100%' height='100%' fill='white'/>\n"
-      << "<text x='" << left << "' y='22' font-size='15'>Validation loss (nats/byte), KJV byte LM, "
+      << "<text x='" << left << "' y='24' font-size='15'>Validation loss (nats/byte), KJV byte LM, "
       << s.model.layers << " layers, d_model " << s.model.d_model << "; " << s.pre << " -> " << s.post
       << " switches</text>\n";
     for (int i = 0; i <= 4; ++i) {
@@ -164,7 +164,11 @@ std::string svg_plot(const std::vector<run_result>& runs, const settings& s) {
     for (std::size_t p : s.switch_points)
         o << "<line x1='" << x(double(p)) << "' x2='" << x(double(p)) << "' y1='" << top << "' y2='" << h - bottom
           << "' stroke='#999' stroke-dasharray='4,3'/>\n";
-    o << "<text x='" << (w - right) / 2 << "' y='" << h - 12 << "'>step</text>\n";
+    for (int i = 0; i <= 4; ++i) {
+        const double step = double(s.steps) * i / 4.0;
+        o << "<text x='" << x(step) - 10 << "' y='" << h - bottom + 16 << "'>" << std::size_t(step) << "</text>\n";
+    }
+    o << "<text x='" << (w - right) / 2 << "' y='" << h - 8 << "'>step</text>\n";
     for (std::size_t i = 0; i < runs.size(); ++i) {
         const char* c = colours[i % 12];
         o << "<polyline fill='none' stroke-width='1.6' stroke='" << c << "' points='";
