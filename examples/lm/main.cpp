@@ -24,6 +24,8 @@
 #include "common/cli.hpp"
 #include "tern/layers/transformer.hpp"
 #include "tern/continual.hpp"
+#include "tern/deploy/frozen_lm.hpp"
+#include "tern/deploy/packed_model.hpp"
 #include "tern/text/corpus.hpp"
 #include "tern/text/tokenizer.hpp"
 #include "tern/tern.hpp"
@@ -39,6 +41,7 @@ struct settings {
     std::uint64_t seed = 1;
     bool quantized_head = false, quiet = false;
     std::string pre_policy;              // continual QAT: the policy before the switch
+    std::string export_path;             // packed 2-bit model for infer
     tern::continual_schedule schedule;   // switch_at == 0: no switch
 };
 
@@ -223,6 +226,14 @@ nlohmann::json run(const settings& s, const std::string& raw) {
     std::fprintf(stderr, "validation (all %zu windows): loss %.4f nats/token, %.4f bits/byte, perplexity %.3f; "
                  "unigram entropy %.4f bits/byte\n",
                  data.validation_windows(), val_loss, val_bpc, std::exp(val_loss), unigram_bpc);
+    if (!s.export_path.empty()) {
+        tern::detail::require(codec.name() == "bytes",
+                              "--export: only byte-tokenizer models can be exported (infer has no BPE tokenizer)");
+        active([&](auto& lm) {
+            tern::save_packed_model(s.export_path, lm, {.test_inputs = std::nullopt, .metadata = {{"tokenizer", codec.name()}}});
+        });
+        std::cerr << "exported the packed model to " << s.export_path << "\n";
+    }
     const auto g0 = std::chrono::steady_clock::now();
     const std::string sample = active([&](auto& lm) { return sample_text(lm, codec, s, s.seed); });
     const double gen_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - g0).count();
@@ -296,6 +307,7 @@ int main(int argc, char** argv) {
         s.top_k = std::size_t(args.integer("top-k", 0, 0, 1 << 24, "sample among the k likeliest (0: all)"));
         s.log = args.value("log", "", "CSV file for the training curve");
         s.quiet = args.flag("quiet", "no progress bar");
+        s.export_path = args.value("export", "", "packed 2-bit model file for `infer` (byte tokenizer, ternary or fp policy)");
         s.schedule.switch_at = std::size_t(args.integer(
             "switch-at", 0, 0, 1L << 40, "continual QAT: train in --pre-policy until this step, then in --policy"));
         s.pre_policy = args.choice("pre-policy", "fp16", {"fp16", "fp32", "fp16_prenorm"}, "policy before --switch-at");

@@ -44,6 +44,8 @@
 #include "deploy/frozen_linear.hpp"
 #include "deploy/freeze.hpp"
 #include "deploy/packed_model.hpp"
+#include "deploy/frozen_conv.hpp"
+#include "deploy/frozen_lm.hpp"
 #include "data/idx.hpp"
 #include "data/batches.hpp"
 #include "data/cifar.hpp"
