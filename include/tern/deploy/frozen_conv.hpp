@@ -399,19 +399,20 @@ struct freezer<batch_norm2d> {
 };
 
 namespace detail {
-inline const bool conv_kinds_registered = [] {
-    register_layer_kind("ternary_conv2d", [](const layer_reader& r) { return frozen_conv2d::load(r); });
-    register_layer_kind("conv2d", [](const layer_reader& r) { return frozen_conv2d::load(r); });
-    register_layer_kind("max_pool2d",
+/// Loaders of the CNN kinds; called by register_builtin_layer_kinds() on the first load, not at
+/// static initialization, so including this header costs no code in a translation unit that never loads.
+inline void register_conv_layer_kinds() {
+    register_builtin_if_absent("ternary_conv2d", [](const layer_reader& r) { return frozen_conv2d::load(r); });
+    register_builtin_if_absent("conv2d", [](const layer_reader& r) { return frozen_conv2d::load(r); });
+    register_builtin_if_absent("max_pool2d",
                         [](const layer_reader& r) { return frozen_pool2d::load(r, frozen_pool2d::mode::max); });
-    register_layer_kind("avg_pool2d",
+    register_builtin_if_absent("avg_pool2d",
                         [](const layer_reader& r) { return frozen_pool2d::load(r, frozen_pool2d::mode::average); });
-    register_layer_kind("global_avg_pool2d", [](const layer_reader&) -> std::unique_ptr<inference_layer> {
+    register_builtin_if_absent("global_avg_pool2d", [](const layer_reader&) -> std::unique_ptr<inference_layer> {
         return std::make_unique<frozen_global_avg_pool2d>();
     });
-    register_layer_kind("batch_norm2d", [](const layer_reader& r) { return frozen_batch_norm2d::load(r); });
-    return true;
-}();
+    register_builtin_if_absent("batch_norm2d", [](const layer_reader& r) { return frozen_batch_norm2d::load(r); });
+}
 }  // namespace detail
 
 }  // namespace tern

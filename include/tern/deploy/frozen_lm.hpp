@@ -484,11 +484,11 @@ struct freezer<decoder_lm<P, B>> {
 };
 
 namespace detail {
-inline const bool lm_kinds_registered = [] {
-    register_layer_kind("token_embedding", [](const layer_reader& r) { return frozen_token_embedding::load(r); });
-    register_layer_kind("decoder_block", [](const layer_reader& r) { return frozen_decoder_block::load(r); });
-    return true;
-}();
+/// Loaders of the LM kinds; called by register_builtin_layer_kinds() on the first load.
+inline void register_lm_layer_kinds() {
+    register_builtin_if_absent("token_embedding", [](const layer_reader& r) { return frozen_token_embedding::load(r); });
+    register_builtin_if_absent("decoder_block", [](const layer_reader& r) { return frozen_decoder_block::load(r); });
+}
 }  // namespace detail
 
 /// @brief Whether @p model is a frozen language model (its first layer is a token_embedding).

@@ -290,6 +290,15 @@ inline std::vector<std::string> registered_layer_kinds() {
     return out;
 }
 
+namespace detail {
+/// Registers a built-in kind unless the user registered that name already (user registrations win).
+inline void register_builtin_if_absent(const std::string& kind, layer_loader loader) {
+    auto& r = layer_registry::instance();
+    std::lock_guard<std::mutex> lock(r.mutex);
+    if (!r.loaders.count(kind)) r.loaders[kind] = std::move(loader);
+}
+}  // namespace detail
+
 /// @brief Builds the layers of the architecture array @p arr (entries read by @p make_reader(i)).
 template <class MakeReader>
 layer_list load_layers(const nlohmann::json& arr, MakeReader&& make_reader) {

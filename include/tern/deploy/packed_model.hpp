@@ -37,7 +37,9 @@
 #include "../tensor.hpp"
 #include "../version.hpp"
 #include "freeze.hpp"
+#include "frozen_conv.hpp"
 #include "frozen_linear.hpp"
+#include "frozen_lm.hpp"
 #include "inference_model.hpp"
 
 namespace tern {
@@ -64,15 +66,11 @@ struct packed_load_options {
 
 namespace detail {
 
-inline void register_builtin_if_absent(const std::string& kind, layer_loader loader) {
-    auto& r = layer_registry::instance();
-    std::lock_guard<std::mutex> lock(r.mutex);
-    if (!r.loaders.count(kind)) r.loaders[kind] = std::move(loader);
-}
-
 /// Registers the kinds defined by tern's deploy headers (once; user registrations win).
 inline void register_builtin_layer_kinds() {
     static const bool done = [] {
+        register_conv_layer_kinds();
+        register_lm_layer_kinds();
         using fn = frozen_activation::function;
         register_builtin_if_absent("relu", [](const layer_reader&) -> std::unique_ptr<inference_layer> {
             return std::make_unique<frozen_activation>(fn::relu);
