@@ -26,12 +26,13 @@ public:
         help_ << "  --" << name << " VALUE  " << help << " (default: " << (fallback.empty() ? "none" : fallback)
               << ")\n";
         known_.insert(name);
+        std::string found = fallback;  // the last occurrence wins, so wrappers can append overrides
         for (std::size_t i = 0; i < args_.size(); ++i)
             if (args_[i] == "--" + name) {
                 if (i + 1 >= args_.size()) tern::detail::fail("--", name, " expects a value");
-                return args_[i + 1];
+                found = args_[++i];
             }
-        return fallback;
+        return found;
     }
 
     /// Declares an on/off switch.
