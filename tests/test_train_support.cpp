@@ -58,3 +58,28 @@ TEST_CASE("a diverging run stops with the step where the loss became non-finite"
     REQUIRE_THROWS_WITH(tern::train_classifier_epoch(model, loss, opt, it, step, {.show_progress = false}),
                         Catch::Contains("step 0") && Catch::Contains("not finite"));
 }
+
+TEST_CASE("prepare_batch sees every batch before the forward pass", "[train]") {
+    tern::manual_seed(2);
+    auto model = tern::sequential{tern::linear<tern::fp32>(2, 2)};
+    tern::data::dataset d{tern::tensor({{1.0f, 2.0f}, {3.0f, 4.0f}, {5.0f, 6.0f}}), {0, 1, 0}};
+    tern::adam opt(model.parameters());
+    tern::softmax_cross_entropy loss;
+    tern::data::batch_iterator it(d, {.batch_size = 2, .shuffle = false});
+    std::size_t step = 0, calls = 0, rows = 0;
+    tern::train_classifier_epoch(model, loss, opt, it, step,
+                                 {.show_progress = false, .prepare_batch = [&](tern::data::batch& b) {
+                                      ++calls;
+                                      rows += b.size();
+                                  }});
+    CHECK(calls == 2);
+    CHECK(rows == 3);
+    // What prepare_batch writes is what the model sees: a NaN batch stops training.
+    it.begin_epoch(1);
+    REQUIRE_THROWS_WITH(tern::train_classifier_epoch(model, loss, opt, it, step,
+                                                     {.show_progress = false,
+                                                      .prepare_batch = [](tern::data::batch& b) {
+                                                          b.inputs.fill(std::nanf(""));
+                                                      }}),
+                        Catch::Contains("not finite"));
+}

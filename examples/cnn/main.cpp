@@ -133,45 +133,6 @@ image_data load_data(const settings& s, bool need_train) {
     return d;
 }
 
-/// One epoch of training with on-the-fly augmentation (train_classifier_epoch without it).
-template <class Model, class Optimizer>
-tern::epoch_stats train_augmented_epoch(Model& model, tern::softmax_cross_entropy& loss, Optimizer& optimizer,
-                                        tern::data::batch_iterator& batches, tern::data::image_augmenter& augment,
-                                        std::size_t& step, const tern::train_options& options) {
-    model.set_training(true);
-    const auto params = model.parameters();
-    tern::progress_bar bar(options.title, batches.batches_per_epoch());
-    const auto start = std::chrono::steady_clock::now();
-    tern::epoch_stats stats;
-    double loss_sum = 0;
-    std::size_t right = 0, seen = 0;
-    tern::data::batch b;
-    while (batches.next(b)) {
-        if (options.before_step) options.before_step(step);
-        augment.apply(b.inputs);
-        tern::zero_gradients(params);
-        const tern::tensor logits = model.forward(b.inputs);
-        const float value = loss.forward(logits, b.labels);
-        tern::detail::require(std::isfinite(value), options.title, ", step ", step, ": the loss is not finite");
-        model.backward(loss.backward());
-        optimizer.step();
-        ++step;
-        ++stats.steps;
-        loss_sum += value;
-        const auto predicted = tern::argmax_rows(logits);
-        for (std::size_t i = 0; i < predicted.size(); ++i) right += predicted[i] == b.labels[i];
-        seen += b.size();
-        if (options.show_progress)
-            bar.update(stats.steps, loss_sum / double(stats.steps), double(right) / double(seen), double(seen));
-    }
-    if (options.show_progress) bar.finish();
-    stats.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    stats.loss = stats.steps ? loss_sum / double(stats.steps) : 0.0;
-    stats.accuracy = seen ? double(right) / double(seen) : 0.0;
-    stats.samples_per_s = stats.seconds > 0 ? double(seen) / stats.seconds : 0.0;
-    return stats;
-}
-
 template <class P, class Model>
 nlohmann::json train_and_evaluate(const settings& s, Model& model) {
     tern::adamw optimizer(model.parameters(), {.lr = float(s.lr), .weight_decay = float(s.wd)});
@@ -212,13 +173,12 @@ nlohmann::json train_and_evaluate(const settings& s, Model& model) {
         for (std::size_t epoch = start_epoch; epoch < s.epochs; ++epoch) {
             batches.begin_epoch(epoch);
             augment.begin_epoch(epoch);
-            const tern::train_options options{
+            tern::train_options options{
                 .title = "epoch " + std::to_string(epoch + 1) + "/" + std::to_string(s.epochs),
                 .show_progress = !s.quiet,
                 .before_step = set_lr};
-            const auto stats = augment.active()
-                                   ? train_augmented_epoch(model, loss, optimizer, batches, augment, step, options)
-                                   : tern::train_classifier_epoch(model, loss, optimizer, batches, step, options);
+            if (augment.active()) options.prepare_batch = [&](tern::data::batch& b) { augment.apply(b.inputs); };
+            const auto stats = tern::train_classifier_epoch(model, loss, optimizer, batches, step, options);
             const auto eval = tern::evaluate_classifier(model, data.test, data.classes, eval_batch);
             train_seconds += stats.seconds;
             trained_samples += data.train.size();

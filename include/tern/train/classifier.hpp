@@ -31,6 +31,8 @@ struct train_options {
     float clip_norm = 0.0f;           ///< clip gradients to this global norm; 0 = off
     /// Called before each step with the global step index (to set the learning rate, lambda, ...).
     std::function<void(std::size_t)> before_step = {};
+    /// Called on each batch before the forward pass (e.g. image augmentation in place).
+    std::function<void(data::batch&)> prepare_batch = {};
     /// Stop before this global step, leaving the rest of the epoch in @p batches (e.g. to switch
     /// policy mid-epoch and continue the same epoch with the converted model).
     std::size_t stop_at = static_cast<std::size_t>(-1);
@@ -53,6 +55,7 @@ epoch_stats train_classifier_epoch(Model& model, softmax_cross_entropy& loss, Op
     data::batch b;
     while (global_step < options.stop_at && batches.next(b)) {
         if (options.before_step) options.before_step(global_step);
+        if (options.prepare_batch) options.prepare_batch(b);
         zero_gradients(params);
         const tensor logits = model.forward(b.inputs);
         float value;
