@@ -128,15 +128,19 @@ void settle(Model& model, std::mt19937& rng) {
     model.set_training(false);
 }
 
+/// @p tolerance: largest relative difference per output row. 1e-4 is float rounding; deeper models
+/// get about one int8 step (1/127): there the frozen layers' float outputs (integer products,
+/// folded batch norm) differ from training's in the last bits, and such a difference can move one
+/// activation of a later layer across a rounding boundary of its 8-bit quantization.
 template <class Model>
-void check_frozen_equals_training(Model& model, std::mt19937& rng) {
+void check_frozen_equals_training(Model& model, std::mt19937& rng, double tolerance = 1e-4) {
     settle(model, rng);
     const tern::tensor x = random_input({7, 1, 12, 12}, rng);
     const tern::tensor y_train = model.forward(x);
     tern::inference_model frozen = tern::freeze(model);
     const tern::tensor y = frozen.forward(x);
     INFO(frozen.describe());
-    CHECK(max_row_relative_diff(y, y_train) < 1e-4);
+    CHECK(max_row_relative_diff(y, y_train) < tolerance);
     CHECK(argmax_rows(y) == argmax_rows(y_train));
 
     // Packed file round trip: the loaded model computes the same bits.
@@ -178,7 +182,7 @@ TEMPLATE_TEST_CASE("frozen ResNet (batch norm, residuals, global pooling) equals
     tern::manual_seed(22);
     std::mt19937 rng(6);
     auto model = make_resnet<TestType, tern::pinned<tern::conv2d<tern::fp32>>>();
-    check_frozen_equals_training(model, rng);
+    check_frozen_equals_training(model, rng, 1e-2);
 }
 
 TEST_CASE("fp32 CNN freezes to full-precision convolutions", "[freeze][cnn]") {

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include <tern/packed/activation_quant.hpp>
+#include <tern/packed/lane_matrix.hpp>
 #include <tern/packed/packed_matrix.hpp>
 #include <tern/packed/ternary_gemm.hpp>
 #include <tern/threads.hpp>
@@ -368,4 +369,94 @@ TEST_CASE("path selection and forcing", "[packed][dispatch]") {
     const auto wrong_k = fixed_activations(1, 5, 3);
     CHECK_THROWS_AS(ternary_gemm(W, wrong_k, 1.0f, y.data()), tern::error);
     WARN("best packed kernel path on this CPU: " << kernel_path_name(best));
+}
+
+// ---- lane_matrix: the narrow (tail) matrix with one row per SIMD lane ----
+
+namespace {
+
+/// dots[t][n] = base[t][n] + sum_k (w[n][k] + 1) * q[t][k], straight from the definition.
+std::vector<std::int32_t> naive_lane_dots(const std::vector<std::int8_t>& w, std::size_t N, std::size_t C,
+                                          const std::vector<std::int8_t>& q, std::size_t ldq, std::size_t T,
+                                          std::vector<std::int32_t> base, std::size_t ldd) {
+    for (std::size_t t = 0; t < T; ++t)
+        for (std::size_t n = 0; n < N; ++n) {
+            std::int32_t s = 0;
+            for (std::size_t k = 0; k < C; ++k) s += (w[n * C + k] + 1) * q[t * ldq + k];
+            base[t * ldd + n] += s;
+        }
+    return base;
+}
+
+void check_lane_paths(const std::vector<std::int8_t>& w, std::size_t N, std::size_t C, std::size_t T, int fixed,
+                      std::mt19937& rng) {
+    const lane_matrix W(w.data(), N, C, C);
+    const std::size_t ldq = W.padded_cols() + 3, ldd = N + 2;  // strides wider than the data
+    std::vector<std::int8_t> q(T * ldq, 0);
+    std::uniform_int_distribution<int> d(-127, 127);
+    for (std::size_t t = 0; t < T; ++t)
+        for (std::size_t k = 0; k < C; ++k) q[t * ldq + k] = static_cast<std::int8_t>(fixed ? fixed : d(rng));
+    std::vector<std::int32_t> base(T * ldd);
+    for (auto& v : base) v = d(rng);  // the product adds to what is there
+    const auto expect = naive_lane_dots(w, N, C, q, ldq, T, base, ldd);
+    for (kernel_path p : available_paths()) {
+        INFO("path " << kernel_path_name(p) << " N=" << N << " C=" << C << " T=" << T << " fixed=" << fixed);
+        auto dots = base;
+        lane_gemm_add(W, q.data(), ldq, T, dots.data(), ldd, p);
+        CHECK(dots == expect);
+    }
+}
+
+}  // namespace
+
+TEST_CASE("lane_matrix stores every weight where the layout says", "[packed][lane]") {
+    std::mt19937 rng(11);
+    for (std::size_t N : {1, 15, 16, 17, 40}) {
+        for (std::size_t C : {1, 4, 15, 16, 17, 33, 64}) {
+            const auto w = random_ternary(N * C, rng);
+            const lane_matrix W(w.data(), N, C, C);
+            CHECK(W.byte_count() == (N + 15) / 16 * ((C + 15) / 16) * 64);
+            bool same = true;
+            for (std::size_t n = 0; n < N; ++n)
+                for (std::size_t k = 0; k < C; ++k) same = same && W.weight(n, k) == w[n * C + k];
+            CHECK(same);
+        }
+    }
+    // Row 17, column 21: unit (1, 1), lane 1, byte 4*1 + 21 % 4 = 5, bits 2*((21 % 16) / 4) = 2.
+    std::vector<std::int8_t> w(20 * 24, 0);
+    w[17 * 24 + 21] = 1;
+    const lane_matrix W(w.data(), 20, 24, 24);
+    const std::uint8_t byte = W.bytes()[(1 * 2 + 1) * 64 + 5];
+    CHECK(((byte >> 2) & 3u) == 2u);
+    CHECK((byte & 3u) == 1u);
+}
+
+TEST_CASE("lane_gemm_add: every SIMD path equals the definition", "[packed][lane]") {
+    std::mt19937 rng(12);
+    for (std::size_t N : {1, 7, 16, 17, 33, 256}) {
+        for (std::size_t C : {1, 5, 16, 17, 48, 64}) {
+            const auto w = random_ternary(N * C, rng);
+            for (std::size_t T : {1, 3, 4, 5, 9, 64}) check_lane_paths(w, N, C, T, 0, rng);
+        }
+    }
+    // Extremes: every weight +-1 and every activation +-127.
+    for (int wv : {-1, 1})
+        for (int av : {-127, 127}) {
+            const std::vector<std::int8_t> w(19 * 64, static_cast<std::int8_t>(wv));
+            check_lane_paths(w, 19, 64, 6, av, rng);
+        }
+}
+
+TEST_CASE("lane_matrix and lane_gemm_add reject bad input", "[packed][lane]") {
+    std::vector<std::int8_t> w(4 * 65, 0);
+    CHECK_THROWS_AS(lane_matrix(w.data(), 4, 65, 65), tern::error);  // too wide
+    CHECK_THROWS_AS(lane_matrix(w.data(), 0, 4, 4), tern::error);
+    w[5] = 2;
+    CHECK_THROWS_AS(lane_matrix(w.data(), 4, 8, 8), tern::error);  // not ternary
+    w[5] = 0;
+    const lane_matrix W(w.data(), 4, 8, 8);
+    std::vector<std::int8_t> q(64, 0);
+    std::vector<std::int32_t> dots(16, 0);
+    CHECK_THROWS_AS(lane_gemm_add(W, q.data(), 8, 1, dots.data(), 4), tern::error);   // stride < 16 columns read
+    CHECK_THROWS_AS(lane_gemm_add(W, q.data(), 16, 1, dots.data(), 3), tern::error);  // output stride < N
 }

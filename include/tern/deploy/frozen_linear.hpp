@@ -12,12 +12,12 @@
 /// The packed kernels cut K into 128-weight blocks. Padding K = 784 to 896 would cost 2.29 bits
 /// per weight, so when the remainder r = K mod 128 is at most 64 the layer is split:
 ///   - main: the first K0 = K - r columns, an N x K0 packed_matrix (no padding along K);
-///   - tail: the last r columns of S = 128 / r consecutive rows share one 128-weight row of a
-///     ceil(N/S) x (S*r) packed_matrix: tail row g holds the r tail weights of rows g*S .. g*S+S-1.
-/// The tail product runs on S "spread" tokens per token: token (t, j) holds the r tail activations
-/// of token t at offset j*r and zeros elsewhere, so its dot with tail row g is exactly the tail
-/// part of output row g*S + j. Integer sums are exact, so the split changes no result; K = 784,
-/// N = 256 costs 2.0002 bits per weight (scale included) instead of 2.29.
+///   - tail: the last r columns, an N x r packed::lane_matrix (one row per SIMD lane, 2 bits per
+///     weight), whose product adds to the main one without any horizontal sums.
+/// In the file the tail is folded into a packed_matrix ("packed_tail"): the last r columns of S =
+/// 128 / r consecutive rows share one 128-weight row of a ceil(N/S) x (S*r) packed_matrix, tail
+/// row g holding the r tail weights of rows g*S .. g*S+S-1. Loading unfolds it. K = 784, N = 256
+/// costs 2.0002 bits per weight (scale included) instead of 2.29, in the file and in memory.
 
 #include <algorithm>
 #include <cmath>
@@ -32,6 +32,7 @@
 #include "../kernels/gemm.hpp"
 #include "../packed/activation_quant.hpp"
 #include "../packed/aligned_buffer.hpp"
+#include "../packed/lane_matrix.hpp"
 #include "../packed/packed_matrix.hpp"
 #include "../packed/ternary_gemm.hpp"
 #include "../quantize.hpp"
@@ -40,109 +41,6 @@
 namespace tern {
 
 namespace detail {
-
-/// Per-token mean and 1/sqrt(var + eps) as float, the same floats tern::normalize_tokens (the
-/// training layer's normalization) uses: sums in double, then rounded to float. The sums run in 16
-/// independent lanes (vectorizable, and short dependency chains) instead of one chain; the double
-/// results differ from the chained ones by ~1e-16 relative, which changes the rounded float mean or
-/// rstd essentially never. So (x - mean) * rstd, and the int8 codes and scales that follow, equal
-/// the training layer's. The portable version; the AVX2 one below performs the identical
-/// operations lane for lane, so both give the same bits.
-inline constexpr std::size_t stats_lanes = 16;
-
-inline void token_stats_like_training(const float* row, std::size_t K, float& mean_out, float& rstd_out) {
-    constexpr std::size_t L = stats_lanes;
-    double acc[L] = {};
-    std::size_t k = 0;
-    for (; k + L <= K; k += L)
-        for (std::size_t j = 0; j < L; ++j) acc[j] += double(row[k + j]);
-    double s = 0;
-    for (; k < K; ++k) s += double(row[k]);
-    for (std::size_t j = 0; j < L; ++j) s += acc[j];
-    const double mean = s / double(K);
-    double acc2[L] = {};
-    for (k = 0; k + L <= K; k += L)
-        for (std::size_t j = 0; j < L; ++j) {
-            const double d = double(row[k + j]) - mean;
-            const double d2 = d * d;
-            acc2[j] += d2;
-        }
-    double s2 = 0;
-    for (; k < K; ++k) {
-        const double d = double(row[k]) - mean;
-        const double d2 = d * d;
-        s2 += d2;
-    }
-    for (std::size_t j = 0; j < L; ++j) s2 += acc2[j];
-    rstd_out = float(1.0 / std::sqrt(s2 / double(K) + double(quant_eps)));
-    mean_out = float(mean);
-}
-
-#if TERN_PACKED_X86
-/// AVX2 version of token_stats_like_training: lanes 4i..4i+3 in register i (no FMA in the target).
-__attribute__((target("avx2"))) inline void token_stats_like_training_avx2(const float* row, std::size_t K,
-                                                                           float& mean_out, float& rstd_out) {
-    static_assert(stats_lanes == 16);
-    __m256d a[4] = {_mm256_setzero_pd(), _mm256_setzero_pd(), _mm256_setzero_pd(), _mm256_setzero_pd()};
-    std::size_t k = 0;
-    for (; k + 16 <= K; k += 16) {
-#pragma GCC unroll 4
-        for (int i = 0; i < 4; ++i) a[i] = _mm256_add_pd(a[i], _mm256_cvtps_pd(_mm_loadu_ps(row + k + 4 * i)));
-    }
-    alignas(32) double acc[16];
-    for (int i = 0; i < 4; ++i) _mm256_store_pd(acc + 4 * i, a[i]);
-    double s = 0;
-    for (; k < K; ++k) s += double(row[k]);
-    for (int j = 0; j < 16; ++j) s += acc[j];
-    const double mean = s / double(K);
-    const __m256d vm = _mm256_set1_pd(mean);
-    for (int i = 0; i < 4; ++i) a[i] = _mm256_setzero_pd();
-    for (k = 0; k + 16 <= K; k += 16) {
-#pragma GCC unroll 4
-        for (int i = 0; i < 4; ++i) {
-            const __m256d d = _mm256_sub_pd(_mm256_cvtps_pd(_mm_loadu_ps(row + k + 4 * i)), vm);
-            a[i] = _mm256_add_pd(a[i], _mm256_mul_pd(d, d));
-        }
-    }
-    for (int i = 0; i < 4; ++i) _mm256_store_pd(acc + 4 * i, a[i]);
-    double s2 = 0;
-    for (; k < K; ++k) {
-        const double d = double(row[k]) - mean;
-        const double d2 = d * d;
-        s2 += d2;
-    }
-    for (int j = 0; j < 16; ++j) s2 += acc[j];
-    rstd_out = float(1.0 / std::sqrt(s2 / double(K) + double(quant_eps)));
-    mean_out = float(mean);
-}
-
-#endif
-
-/// Normalizes and quantizes T tokens into @p qa exactly as linear<ternary, 8> does at lambda 1:
-/// x~ = (x - mean) * rstd with the statistics above, then packed's int8 absmax quantization of x~
-/// (its row kernels take mean and rstd as arguments and compute the same (x - mean) * rstd).
-inline void normalize_quantize_like_training(const float* x, std::size_t T, std::size_t K,
-                                             packed::quantized_activations& qa) {
-    if (qa.tokens != T || qa.cols != K || qa.q.size() != T * packed::padded_cols_for(K)) qa.resize(T, K);
-    const std::size_t Kp = qa.padded_cols;
-#if TERN_PACKED_X86
-    const bool avx2 = packed::detail::caps().avx2 && packed::active_kernel_path() != packed::kernel_path::scalar;
-#endif
-    for (std::size_t t = 0; t < T; ++t) {
-        const float* row = x + t * K;
-        float mean, rstd;
-        std::int8_t* q = qa.q.data() + t * Kp;
-#if TERN_PACKED_X86
-        if (avx2) {
-            token_stats_like_training_avx2(row, K, mean, rstd);
-            packed::detail::quantize_row_avx2(row, K, Kp, mean, rstd, q, qa.scale[t], qa.sum[t]);
-            continue;
-        }
-#endif
-        token_stats_like_training(row, K, mean, rstd);
-        packed::detail::quantize_row_scalar(row, K, Kp, mean, rstd, q, qa.scale[t], qa.sum[t]);
-    }
-}
 
 /// How a ternary N x K matrix is split into a main part and a folded tail (see the file comment).
 struct ternary_split {
@@ -178,7 +76,8 @@ struct ternary_split {
 ///
 /// forward(x [..., K]) normalizes each token, quantizes it to int8 (absmax, 127 levels) and runs
 /// the packed integer product; it equals `linear<absmean_ternary|absmedian_ternary, 8>::forward` at
-/// lambda 1 up to float rounding (the training layer normalizes in double).
+/// lambda 1 up to float rounding: the int8 codes and scales are the training layer's (same
+/// normalization, same quantization), only the final products are summed in another order.
 /// @throws tern::error on construction for activation bits other than 8, codes outside {-1, 0, 1},
 /// a non-positive scale; on forward for an input whose last axis is not K.
 class frozen_linear final : public inference_layer {
@@ -197,14 +96,7 @@ public:
                 std::copy(codes + n * in, codes + n * in + split_.main_cols, m.data() + n * split_.main_cols);
             main_ = packed::packed_matrix(m, out, split_.main_cols);
         }
-        if (split_.tail_cols) {
-            const std::size_t r = split_.tail_cols, S = split_.segments, tc = S * r;
-            std::vector<std::int8_t> t(split_.tail_rows * tc, 0);
-            for (std::size_t n = 0; n < out; ++n)
-                std::copy(codes + n * in + split_.main_cols, codes + n * in + in,
-                          t.data() + (n / S) * tc + (n % S) * r);
-            tail_ = packed::packed_matrix(t, split_.tail_rows, tc);
-        }
+        if (split_.tail_cols) tail_ = packed::lane_matrix(codes + split_.main_cols, out, split_.tail_cols, in);
         if (bias) bias_.assign(bias, bias + out);
     }
 
@@ -221,13 +113,18 @@ public:
         if (split_.main_cols) main_ = packed::packed_matrix(out, split_.main_cols, main_bytes.data(), main_bytes.size());
         else detail::require(main_bytes.empty(), "frozen_linear: expected no main bytes, got ", main_bytes.size());
         if (split_.tail_cols) {
-            tail_ = packed::packed_matrix(split_.tail_rows, split_.segments * split_.tail_cols, tail_bytes.data(),
-                                          tail_bytes.size());
+            const std::size_t r = split_.tail_cols, S = split_.segments;
+            const packed::packed_matrix folded(split_.tail_rows, S * r, tail_bytes.data(), tail_bytes.size());
             // Segments past the last row (when S does not divide N) must hold weight 0.
-            for (std::size_t n = out; n < split_.tail_rows * split_.segments; ++n)
-                for (std::size_t i = 0; i < split_.tail_cols; ++i)
-                    detail::require(tail_.weight(n / split_.segments, (n % split_.segments) * split_.tail_cols + i) == 0,
+            for (std::size_t n = out; n < split_.tail_rows * S; ++n)
+                for (std::size_t i = 0; i < r; ++i)
+                    detail::require(folded.weight(n / S, (n % S) * r + i) == 0,
                                     "frozen_linear: unused tail segment of row ", n, " holds a non-zero weight");
+            std::vector<std::int8_t> w(out * r);
+            for (std::size_t n = 0; n < out; ++n)
+                for (std::size_t i = 0; i < r; ++i)
+                    w[n * r + i] = static_cast<std::int8_t>(folded.weight(n / S, (n % S) * r + i));
+            tail_ = packed::lane_matrix(w.data(), out, r, r);
         } else {
             detail::require(tail_bytes.empty(), "frozen_linear: expected no tail bytes, got ", tail_bytes.size());
         }
@@ -243,14 +140,13 @@ public:
     int activation_bits() const { return 8; }
     /// @brief The main packed matrix (N x K0; empty when K < 128 and folded entirely into the tail).
     const packed::packed_matrix& main_matrix() const { return main_; }
-    /// @brief The folded tail matrix (empty when there is no tail).
-    const packed::packed_matrix& tail_matrix() const { return tail_; }
+    /// @brief The tail: the last K mod 128 columns when those are at most 64 (empty otherwise).
+    const packed::lane_matrix& tail_matrix() const { return tail_; }
 
     /// @brief The weight in {-1, 0, 1} at (@p n, @p k), whichever part holds it.
     int weight(std::size_t n, std::size_t k) const {
         if (k < split_.main_cols) return main_.weight(n, k);
-        const std::size_t S = split_.segments, r = split_.tail_cols;
-        return tail_.weight(n / S, (n % S) * r + (k - split_.main_cols));
+        return tail_.weight(n, k - split_.main_cols);
     }
     /// @brief All weights, N x K row-major in {-1, 0, 1}.
     std::vector<std::int8_t> unpack() const {
@@ -271,7 +167,7 @@ public:
     void forward(const float* x, std::size_t T, float* y) {
         if (T == 0) return;
         const std::size_t N = out_, K = in_;
-        detail::normalize_quantize_like_training(x, T, K, qa_);
+        packed::quantize_activations(x, T, K, K, qa_);  // normalizes exactly as training does
         if (dots_.size() < T * N) dots_.resize(T * N);
         std::int32_t* dots = dots_.data();
         if (split_.main_cols) {
@@ -282,7 +178,7 @@ public:
             for (std::size_t t = 0; t < T; ++t)
                 for (std::size_t n = 0; n < N; ++n) dots[t * N + n] = -qa_.sum[t];
         }
-        if (split_.tail_cols) add_tail(T, dots);
+        if (split_.tail_cols) packed::lane_gemm_add(tail_, qa_.q.data() + split_.main_cols, qa_.padded_cols, T, dots, N);
         const float s_w = s_w_;
         const float* b = bias_.empty() ? nullptr : bias_.data();
         for (std::size_t t = 0; t < T; ++t) {
@@ -308,7 +204,10 @@ public:
     }
     void save(layer_writer& w) const override {
         if (split_.main_cols) w.put_bytes("packed", main_.bytes(), main_.byte_count());
-        if (split_.tail_cols) w.put_bytes("packed_tail", tail_.bytes(), tail_.byte_count());
+        if (split_.tail_cols) {
+            const packed::packed_matrix folded = fold_tail();
+            w.put_bytes("packed_tail", folded.bytes(), folded.byte_count());
+        }
         w.put("scale", tensor(shape_t{1}, s_w_));
         if (has_bias()) {
             tensor b = tensor::from_shape({out_});
@@ -376,28 +275,14 @@ private:
                         s_w_);
     }
 
-    /// dots[t][n] += tail part of row n, computed on S spread tokens per token.
-    void add_tail(std::size_t T, std::int32_t* dots) {
-        const std::size_t N = out_, r = split_.tail_cols, S = split_.segments, Nt = split_.tail_rows;
-        const std::size_t B = packed::block_weights, K0 = split_.main_cols;
-        const std::size_t spread = T * S;
-        if (tail_q_.size() < spread * B) {
-            tail_q_.resize(spread * B);  // zeroed; each token's segment slot never moves, so the
-            tail_sum_.resize(spread);    // zeros elsewhere stay valid across calls
-        }
-        for (std::size_t t = 0; t < T; ++t) {
-            const std::int8_t* src = qa_.row(t) + K0;
-            for (std::size_t j = 0; j < S; ++j) std::memcpy(tail_q_.data() + (t * S + j) * B + j * r, src, r);
-        }
-        if (tail_dots_.size() < spread * Nt) tail_dots_.resize(spread * Nt);
-        packed::ternary_gemm_int(tail_, tail_q_.data(), B, tail_sum_.data(), spread, tail_dots_.data(), Nt);
-        for (std::size_t t = 0; t < T; ++t) {
-            std::int32_t* d = dots + t * N;
-            for (std::size_t j = 0; j < S; ++j) {
-                const std::int32_t* td = tail_dots_.data() + (t * S + j) * Nt;
-                for (std::size_t g = 0, n = j; n < N; ++g, n += S) d[n] += td[g];
-            }
-        }
+    /// The tail in the file's folded form (see the file comment).
+    packed::packed_matrix fold_tail() const {
+        const std::size_t r = split_.tail_cols, S = split_.segments, tc = S * r;
+        std::vector<std::int8_t> t(split_.tail_rows * tc, 0);
+        for (std::size_t n = 0; n < out_; ++n)
+            for (std::size_t i = 0; i < r; ++i)
+                t[(n / S) * tc + (n % S) * r + i] = static_cast<std::int8_t>(tail_.weight(n, i));
+        return packed::packed_matrix(t, split_.tail_rows, tc);
     }
 
     std::size_t in_, out_;
@@ -405,11 +290,11 @@ private:
     std::vector<float> bias_;
     std::string policy_;
     detail::ternary_split split_;
-    packed::packed_matrix main_, tail_;
+    packed::packed_matrix main_;
+    packed::lane_matrix tail_;
     // Scratch, reused across calls.
     packed::quantized_activations qa_;
-    packed::aligned_buffer<std::int32_t> dots_, tail_dots_, tail_sum_;
-    packed::aligned_buffer<std::int8_t> tail_q_;
+    packed::aligned_buffer<std::int32_t> dots_;
     tensor y_;
 };
 

@@ -9,9 +9,9 @@
 /// The range is symmetric ([-127, 127], as in the Microsoft reference) so the kernels need no
 /// zero point. q is written padded with zeros to padded_cols_for(K); sum(q) is kept per token.
 ///
-/// Bit-exactness between paths: mean and rstd come from one shared function (token_stats: AVX2
-/// when the CPU has it, whatever the requested path, so every path sees the same two numbers; the
-/// requested path selects only the elementwise kernel); each element then goes
+/// Bit-exactness between paths: mean and rstd come from token_stats, whose portable, AVX2 and
+/// AVX-512 variants perform the same float operations in the same order (that of the training
+/// layers' normalize_tokens, so frozen models normalize exactly as they were trained); each element then goes
 /// through the same float operations, subtraction, multiplication, max, in every path, and
 /// rounding is round-half-even in all of them (cvtps2dq in SIMD, the 1.5*2^23 trick in scalar;
 /// std::nearbyint would be a libm call per element).
@@ -74,79 +74,144 @@ inline float clamp_like_simd(float v) {
     return v < 200.0f ? v : 200.0f;
 }
 
-/// Per-token mean and 1/sqrt(var + eps) (two passes, float sums in 16 lanes): the portable version.
+/// Stops the compiler from fusing the product held in @p v into the add that follows it
+/// (-ffp-contract=fast, the GNU default, does so wherever FMA is available): a fused multiply-add
+/// rounds once instead of twice, and the SIMD statistics must round exactly as the portable loop.
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#define TERN_UNFUSED(v) __asm__("" : "+v"(v))
+#else
+#define TERN_UNFUSED(v) ((void)0)
+#endif
+
+/// Lanes of the statistics sums. The order of the float additions is part of the result, and it is
+/// the order of tern's training layers (detail::lane_sum and detail::lane_sum_sq_dev in
+/// quantize.hpp): element i goes to lane i mod 16, elements past the last full 16 go to lane 0 in
+/// sequence, and the lanes are combined pairwise (j += j + 8, then + 4, + 2, + 1).
+inline constexpr std::size_t stat_lanes = 16;
+
+inline float combine_stat_lanes(float* acc) {
+    for (std::size_t w = stat_lanes / 2; w > 0; w /= 2)
+        for (std::size_t j = 0; j < w; ++j) acc[j] += acc[j + w];
+    return acc[0];
+}
+
+/// Per-token mean and 1/sqrt(var + eps), the portable version: the same float operations in the
+/// same order as tern::normalize_tokens, so the packed path normalizes exactly as training does.
 inline void act_stats(const float* x, std::size_t K, float& mean, float& rstd) {
-    constexpr std::size_t L = 16;
+    constexpr std::size_t L = stat_lanes;
+    const std::size_t full = K - K % L;
     float acc[L] = {};
-    std::size_t k = 0;
-    for (; k + L <= K; k += L)
-        for (std::size_t l = 0; l < L; ++l) acc[l] += x[k + l];
-    for (std::size_t l = 0; l < L && k + l < K; ++l) acc[l] += x[k + l];
-    float s = 0.0f;
-    for (std::size_t l = 0; l < L; ++l) s += acc[l];
-    mean = s / static_cast<float>(K);
+    for (std::size_t i = 0; i < full; i += L)
+        for (std::size_t j = 0; j < L; ++j) acc[j] += x[i + j];
+    for (std::size_t i = full; i < K; ++i) acc[0] += x[i];
+    mean = combine_stat_lanes(acc) / static_cast<float>(K);
     float v[L] = {};
-    k = 0;
-    for (; k + L <= K; k += L)
-        for (std::size_t l = 0; l < L; ++l) {
-            const float d = x[k + l] - mean;
-            const float d2 = d * d;  // separate statement: keep mul and add apart
-            v[l] += d2;
-        }
-    for (std::size_t l = 0; l < L && k + l < K; ++l) {
-        const float d = x[k + l] - mean;
-        const float d2 = d * d;
-        v[l] += d2;
-    }
-    float var = 0.0f;
-    for (std::size_t l = 0; l < L; ++l) var += v[l];
-    var /= static_cast<float>(K);
+    for (std::size_t i = 0; i < full; i += L)
+        for (std::size_t j = 0; j < L; ++j) v[j] += (x[i + j] - mean) * (x[i + j] - mean);
+    for (std::size_t i = full; i < K; ++i) v[0] += (x[i] - mean) * (x[i] - mean);
+    const float var = combine_stat_lanes(v) / static_cast<float>(K);
     rstd = 1.0f / std::sqrt(var + act_eps);
 }
 
 #if TERN_PACKED_X86
-/// AVX2 version of act_stats (same formula, its own summation order). Whichever of the two runs
-/// is chosen by the CPU alone, never by the requested path, so all paths share mean and rstd.
+/// AVX2 version of act_stats: lanes 0-7 in one register, 8-15 in the other; bit-identical.
 __attribute__((target("avx2"))) inline void act_stats_avx2(const float* x, std::size_t K, float& mean,
                                                            float& rstd) {
+    constexpr std::size_t L = stat_lanes;
+    const std::size_t full = K - K % L;
     __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
-    std::size_t k = 0;
-    for (; k + 16 <= K; k += 16) {
-        s0 = _mm256_add_ps(s0, _mm256_loadu_ps(x + k));
-        s1 = _mm256_add_ps(s1, _mm256_loadu_ps(x + k + 8));
+    for (std::size_t i = 0; i < full; i += L) {
+        s0 = _mm256_add_ps(s0, _mm256_loadu_ps(x + i));
+        s1 = _mm256_add_ps(s1, _mm256_loadu_ps(x + i + 8));
     }
-    alignas(32) float lanes[8];
-    _mm256_store_ps(lanes, _mm256_add_ps(s0, s1));
-    float s = 0.0f;
-    for (float l : lanes) s += l;
-    for (std::size_t j = 0; j < 16 && k + j < K; ++j) s += x[k + j];  // bounded: fewer than 16 remain
-    mean = s / static_cast<float>(K);
+    alignas(32) float acc[L];
+    _mm256_store_ps(acc, s0);
+    _mm256_store_ps(acc + 8, s1);
+    for (std::size_t i = full; i < K; ++i) acc[0] += x[i];
+    mean = combine_stat_lanes(acc) / static_cast<float>(K);
     const __m256 vm = _mm256_set1_ps(mean);
-    __m256 v0 = _mm256_setzero_ps(), v1 = _mm256_setzero_ps();
-    for (k = 0; k + 16 <= K; k += 16) {
-        const __m256 d0 = _mm256_sub_ps(_mm256_loadu_ps(x + k), vm);
-        const __m256 d1 = _mm256_sub_ps(_mm256_loadu_ps(x + k + 8), vm);
-        v0 = _mm256_add_ps(v0, _mm256_mul_ps(d0, d0));
-        v1 = _mm256_add_ps(v1, _mm256_mul_ps(d1, d1));
+    s0 = _mm256_setzero_ps();
+    s1 = _mm256_setzero_ps();
+    for (std::size_t i = 0; i < full; i += L) {
+        const __m256 d0 = _mm256_sub_ps(_mm256_loadu_ps(x + i), vm);
+        const __m256 d1 = _mm256_sub_ps(_mm256_loadu_ps(x + i + 8), vm);
+        __m256 p0 = _mm256_mul_ps(d0, d0), p1 = _mm256_mul_ps(d1, d1);
+        TERN_UNFUSED(p0);
+        TERN_UNFUSED(p1);
+        s0 = _mm256_add_ps(s0, p0);
+        s1 = _mm256_add_ps(s1, p1);
     }
-    _mm256_store_ps(lanes, _mm256_add_ps(v0, v1));
-    float var = 0.0f;
-    for (float l : lanes) var += l;
-    for (std::size_t j = 0; j < 16 && k + j < K; ++j) {
-        const float d = x[k + j] - mean;
-        var += d * d;
+    _mm256_store_ps(acc, s0);
+    _mm256_store_ps(acc + 8, s1);
+    for (std::size_t i = full; i < K; ++i) {
+        const float d = x[i] - mean;
+        float p = d * d;
+        TERN_UNFUSED(p);
+        acc[0] += p;
     }
-    var /= static_cast<float>(K);
+    const float var = combine_stat_lanes(acc) / static_cast<float>(K);
     rstd = 1.0f / std::sqrt(var + act_eps);
+}
+
+#define TERN_PACKED_TARGET_AVX512_FLOAT __attribute__((target("avx2,avx512f,avx512bw")))
+
+/// AVX-512 version of act_stats for NT tokens at once (one zmm holds a token's 16 lanes; the NT
+/// tokens are independent dependency chains). Bit-identical to act_stats.
+template <int NT>
+TERN_PACKED_TARGET_AVX512_FLOAT inline void act_stats_avx512(const float* x, std::size_t ldx, std::size_t K,
+                                                             float* mean, float* rstd) {
+    constexpr std::size_t L = stat_lanes;
+    const std::size_t full = K - K % L;
+    __m512 s[NT];
+    for (int t = 0; t < NT; ++t) s[t] = _mm512_setzero_ps();
+    for (std::size_t i = 0; i < full; i += L)
+        for (int t = 0; t < NT; ++t) s[t] = _mm512_add_ps(s[t], _mm512_loadu_ps(x + t * ldx + i));
+    alignas(64) float acc[L];
+    __m512 vm[NT];
+    for (int t = 0; t < NT; ++t) {
+        _mm512_store_ps(acc, s[t]);
+        for (std::size_t i = full; i < K; ++i) acc[0] += x[t * ldx + i];
+        mean[t] = combine_stat_lanes(acc) / static_cast<float>(K);
+        vm[t] = _mm512_set1_ps(mean[t]);
+        s[t] = _mm512_setzero_ps();
+    }
+    for (std::size_t i = 0; i < full; i += L)
+        for (int t = 0; t < NT; ++t) {
+            const __m512 d = _mm512_sub_ps(_mm512_loadu_ps(x + t * ldx + i), vm[t]);
+            __m512 p = _mm512_mul_ps(d, d);
+            TERN_UNFUSED(p);
+            s[t] = _mm512_add_ps(s[t], p);
+        }
+    for (int t = 0; t < NT; ++t) {
+        _mm512_store_ps(acc, s[t]);
+        for (std::size_t i = full; i < K; ++i) {
+            const float d = x[t * ldx + i] - mean[t];
+            float p = d * d;
+            TERN_UNFUSED(p);
+            acc[0] += p;
+        }
+        const float var = combine_stat_lanes(acc) / static_cast<float>(K);
+        rstd[t] = 1.0f / std::sqrt(var + act_eps);
+    }
 }
 #endif
 
-/// Per-token normalization statistics, the same for every kernel path on a given CPU.
-inline void token_stats(const float* x, std::size_t K, float& mean, float& rstd) {
+/// Per-token normalization statistics of T tokens (row stride @p ldx). Every variant gives the
+/// same bits, so the fastest one the CPU has is used whatever the requested kernel path.
+inline void token_stats(const float* x, std::size_t ldx, std::size_t T, std::size_t K, float* mean, float* rstd) {
 #if TERN_PACKED_X86
-    if (caps().avx2) return act_stats_avx2(x, K, mean, rstd);
+    if (caps().avx512vnni) {
+        std::size_t t = 0;
+        for (; t + 4 <= T; t += 4) act_stats_avx512<4>(x + t * ldx, ldx, K, mean + t, rstd + t);
+        for (; t < T; ++t) act_stats_avx512<1>(x + t * ldx, ldx, K, mean + t, rstd + t);
+        return;
+    }
+    if (caps().avx2) {
+        for (std::size_t t = 0; t < T; ++t) act_stats_avx2(x + t * ldx, K, mean[t], rstd[t]);
+        return;
+    }
 #endif
-    act_stats(x, K, mean, rstd);
+    for (std::size_t t = 0; t < T; ++t) act_stats(x + t * ldx, K, mean[t], rstd[t]);
 }
 
 /// Scalar reference for one token: x~ = (x - mean) * rstd, then scale, round, clamp.
@@ -235,6 +300,74 @@ __attribute__((target("avx2"))) inline void quantize_row_avx2(const float* x, st
     scale = s;
     sum = total;
 }
+// Many plain AVX-512 intrinsics trip GCC 12's false -Wuninitialized (its headers pass
+// _mm512_undefined_*()); their all-lanes maskz forms compute the same.
+inline constexpr __mmask16 all16 = static_cast<__mmask16>(0xFFFF);
+TERN_PACKED_TARGET_AVX512_FLOAT inline __m512 max512(__m512 a, __m512 b) { return _mm512_maskz_max_ps(all16, a, b); }
+TERN_PACKED_TARGET_AVX512_FLOAT inline __m512 min512(__m512 a, __m512 b) { return _mm512_maskz_min_ps(all16, a, b); }
+TERN_PACKED_TARGET_AVX512_FLOAT inline __m128i narrow_epi32_epi8(__m512i v) { return _mm512_maskz_cvtepi32_epi8(all16, v); }
+
+/// 16 elements of quantize_row_scalar's loop: (x - mean) * rstd * s, clamped, rounded, clamped.
+TERN_PACKED_TARGET_AVX512_FLOAT inline __m512i quantize16_avx512(__m512 x, __m512 mean, __m512 rstd, __m512 s) {
+    const __m512 t = _mm512_mul_ps(_mm512_sub_ps(x, mean), rstd);
+    const __m512 v = min512(max512(_mm512_mul_ps(t, s), _mm512_set1_ps(-200.0f)), _mm512_set1_ps(200.0f));
+    const __m512i r = _mm512_maskz_cvtps_epi32(all16, v);  // cvtps2dq rounds to nearest even
+    return _mm512_maskz_min_epi32(all16, _mm512_maskz_max_epi32(all16, r, _mm512_set1_epi32(-act_qmax)),
+                                  _mm512_set1_epi32(act_qmax));
+}
+
+/// AVX-512 version of quantize_row_scalar: the same element operations on 16 floats at a time,
+/// the remainder under a mask, and vpmovdb for the in-order int32 -> int8 narrowing.
+TERN_PACKED_TARGET_AVX512_FLOAT inline void quantize_row_avx512(const float* x, std::size_t K, std::size_t Kp,
+                                                               float mean, float rstd, std::int8_t* q,
+                                                               float& scale, std::int32_t& sum) {
+    const __m512 vmean = _mm512_set1_ps(mean), vrstd = _mm512_set1_ps(rstd);
+    const std::size_t full = K - K % 16;
+    const __mmask16 rest = static_cast<__mmask16>((1u << (K - full)) - 1u);
+    __m512 vmax[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+    std::size_t k = 0;
+    for (; k + 64 <= full; k += 64) {
+#pragma GCC unroll 4
+        for (int i = 0; i < 4; ++i) {
+            const __m512 t = _mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(x + k + 16 * i), vmean), vrstd);
+            vmax[i] = max512(_mm512_abs_ps(t), vmax[i]);  // a NaN keeps vmax, as std::max
+        }
+    }
+    for (; k < full; k += 16) {
+        const __m512 t = _mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(x + k), vmean), vrstd);
+        vmax[0] = max512(_mm512_abs_ps(t), vmax[0]);
+    }
+    if (rest) {
+        const __m512 t = _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(rest, x + k), vmean), vrstd);
+        vmax[1] = _mm512_mask_max_ps(vmax[1], rest, _mm512_abs_ps(t), vmax[1]);
+    }
+    alignas(64) float lanes[16];
+    _mm512_store_ps(lanes, max512(max512(vmax[0], vmax[1]), max512(vmax[2], vmax[3])));
+    float m = 0.0f;
+    for (float l : lanes) m = std::max(m, l);
+    const float s = static_cast<float>(act_qmax) / std::max(m, act_eps);
+
+    const __m512 vs = _mm512_set1_ps(s);
+    __m512i vsum = _mm512_setzero_si512();
+    for (k = 0; k < full; k += 16) {
+        const __m512i r = quantize16_avx512(_mm512_loadu_ps(x + k), vmean, vrstd, vs);
+        vsum = _mm512_add_epi32(vsum, r);
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(q + k), narrow_epi32_epi8(r));
+    }
+    if (rest) {
+        const __m512i r = _mm512_maskz_mov_epi32(rest, quantize16_avx512(_mm512_maskz_loadu_ps(rest, x + k), vmean, vrstd, vs));
+        vsum = _mm512_add_epi32(vsum, r);
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(q + k), narrow_epi32_epi8(r));  // zeros past K
+        k += 16;
+    }
+    if (k < Kp) std::memset(q + k, 0, Kp - k);
+    scale = s;
+    alignas(64) std::int32_t sums[16];
+    _mm512_store_si512(sums, vsum);
+    std::int32_t total = 0;
+    for (std::int32_t v : sums) total += v;
+    sum = total;
+}
 #endif
 
 }  // namespace detail
@@ -242,7 +375,8 @@ __attribute__((target("avx2"))) inline void quantize_row_avx2(const float* x, st
 /// @brief Quantizes @p tokens rows of @p cols floats (row stride @p ldx) into @p out.
 /// @param normalize apply the parameter-free per-token normalization first (bitlinear.md step 1);
 ///        pass false when @p x is already normalized.
-/// @param path kernel_path::automatic, or a path to force (avx2 and above use the AVX2 code).
+/// @param path kernel_path::automatic, or a path to force (avx2 and avxvnni use the AVX2 code,
+///        avx512vnni the AVX-512 code; all give the same bits).
 /// @throws tern::error on zero @p cols, @p ldx < @p cols, or an unavailable path.
 inline void quantize_activations(const float* x, std::size_t tokens, std::size_t cols, std::size_t ldx,
                                  quantized_activations& out, bool normalize = true,
@@ -253,20 +387,30 @@ inline void quantize_activations(const float* x, std::size_t tokens, std::size_t
     const kernel_path p = detail::resolve_path(path, "quantize_activations");
     out.resize(tokens, cols);
     const std::size_t Kp = out.padded_cols;
-    for (std::size_t t = 0; t < tokens; ++t) {
-        const float* xt = x + t * ldx;
-        float mean = 0.0f, rstd = 1.0f;
-        if (normalize) detail::token_stats(xt, cols, mean, rstd);
-        std::int8_t* qt = out.q.data() + t * Kp;
+    constexpr std::size_t chunk = 64;  // statistics of a chunk of tokens first (AVX-512 does 4 at once)
+    float mean[chunk], rstd[chunk];
+    for (std::size_t t0 = 0; t0 < tokens; t0 += chunk) {
+        const std::size_t n = std::min(chunk, tokens - t0);
+        if (normalize) detail::token_stats(x + t0 * ldx, ldx, n, cols, mean, rstd);
+        for (std::size_t i = 0; i < n; ++i) {
+            const std::size_t t = t0 + i;
+            const float* xt = x + t * ldx;
+            const float m = normalize ? mean[i] : 0.0f, r = normalize ? rstd[i] : 1.0f;
+            std::int8_t* qt = out.q.data() + t * Kp;
 #if TERN_PACKED_X86
-        if (p != kernel_path::scalar) {
-            detail::quantize_row_avx2(xt, cols, Kp, mean, rstd, qt, out.scale[t], out.sum[t]);
-            continue;
-        }
+            if (p == kernel_path::avx512vnni) {
+                detail::quantize_row_avx512(xt, cols, Kp, m, r, qt, out.scale[t], out.sum[t]);
+                continue;
+            }
+            if (p != kernel_path::scalar) {
+                detail::quantize_row_avx2(xt, cols, Kp, m, r, qt, out.scale[t], out.sum[t]);
+                continue;
+            }
 #endif
-        (void)p;
-        detail::quantize_row_scalar(xt, cols, Kp, mean, rstd, qt, out.scale[t], out.sum[t]);
+            detail::quantize_row_scalar(xt, cols, Kp, m, r, qt, out.scale[t], out.sum[t]);
+        }
     }
+    (void)p;
 }
 
 /// @brief Convenience overload: contiguous rows (ldx = cols), returns a new object.

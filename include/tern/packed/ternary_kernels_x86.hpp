@@ -302,6 +302,41 @@ TERN_PACKED_TARGET_AVX512 inline void kernel_avx512_gemv(const std::uint8_t* w, 
     }
 }
 
+/// The 16 sums of 4 rows x 4 tokens, from the GEMM tile's accumulators of those tokens: a01[t]
+/// holds row 0 in lanes 0-7 and row 1 in lanes 8-15, a23[t] rows 2 and 3. A reduction tree over
+/// all four tokens at once (three shuffle-and-add levels and one permute) costs about a third of
+/// four separate horizontal sums, which matter when K is only a block or two.
+/// out[t * ldd + r] = sum(row r, token t) - sum_q[t].
+TERN_PACKED_TARGET_AVX512 inline void reduce_store_4x4(const __m512i* a01, const __m512i* a23,
+                                                       const std::int32_t* sum_q, std::int32_t* out,
+                                                       std::size_t ldd) {
+    // Level 1, per token: 128-bit lane r of c[t] = 4 partial sums of row r.
+    __m512i c[4];
+    TERN_PACKED_UNROLL
+    for (int t = 0; t < 4; ++t)
+        c[t] = _mm512_add_epi32(_mm512_maskz_shuffle_i64x2(0xFF, a01[t], a23[t], _MM_SHUFFLE(2, 0, 2, 0)),
+                                _mm512_maskz_shuffle_i64x2(0xFF, a01[t], a23[t], _MM_SHUFFLE(3, 1, 3, 1)));
+    // Level 2, token pairs: lane r = {t0 half, t1 half, t0 half, t1 half}.
+    const __m512i d01 = _mm512_add_epi32(_mm512_maskz_unpacklo_epi32(0xFFFF, c[0], c[1]),
+                                         _mm512_maskz_unpackhi_epi32(0xFFFF, c[0], c[1]));
+    const __m512i d23 = _mm512_add_epi32(_mm512_maskz_unpacklo_epi32(0xFFFF, c[2], c[3]),
+                                         _mm512_maskz_unpackhi_epi32(0xFFFF, c[2], c[3]));
+    // Level 3: lane r = {S(t0, r), S(t1, r), S(t2, r), S(t3, r)}.
+    const __m512i e = _mm512_add_epi32(_mm512_maskz_unpacklo_epi64(0xFF, d01, d23),
+                                       _mm512_maskz_unpackhi_epi64(0xFF, d01, d23));
+    // Transpose to token-major (element 4t + r = S(t, r)) and subtract each token's sum(q).
+    const __m512i to_tokens = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+    const __m512i spread = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
+    const __m512i sq = _mm512_maskz_permutexvar_epi32(
+        0xFFFF, spread, _mm512_maskz_broadcast_i32x4(0xFFFF, _mm_loadu_si128(reinterpret_cast<const __m128i*>(sum_q))));
+    const __m512i o = _mm512_sub_epi32(_mm512_maskz_permutexvar_epi32(0xFFFF, to_tokens, e), sq);
+    // Token t's four values sit in elements 4t..4t+3: a masked store at out + t*ldd - 4t puts them
+    // at out + t*ldd (ldd >= 4, so the base never precedes out).
+    TERN_PACKED_UNROLL
+    for (int t = 0; t < 4; ++t)
+        _mm512_mask_storeu_epi32(out + t * ldd - 4 * t, static_cast<__mmask16>(0xFu << (4 * t)), o);
+}
+
 /// Batch on zmm: a block's 4 rows are unpacked once (8 zmm) and applied to TT tokens.
 template <int TT>
 TERN_PACKED_TARGET_AVX512 inline void avx512_gemm_tile(const std::uint8_t* wg, std::size_t nb, const std::int8_t* q,
@@ -335,8 +370,12 @@ TERN_PACKED_TARGET_AVX512 inline void avx512_gemm_tile(const std::uint8_t* wg, s
             }
         }
     }
+    constexpr int quads = TT / 4;  // tokens reduced four at a time, the rest one by one
     TERN_PACKED_UNROLL
-    for (int t = 0; t < TT; ++t)
+    for (int u = 0; u < quads; ++u)
+        reduce_store_4x4(acc[0] + 4 * u, acc[1] + 4 * u, sum_q + 4 * u, out + 4 * u * ldd, ldd);
+    TERN_PACKED_UNROLL
+    for (int t = 4 * quads; t < TT; ++t)
         store4(out + t * ldd, hsum4_epi32(lo256(acc[0][t]), hi256(acc[0][t]), lo256(acc[1][t]), hi256(acc[1][t])),
                sum_q[t]);
 }
