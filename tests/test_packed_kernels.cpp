@@ -11,6 +11,7 @@
 #include <tern/packed/lane_matrix.hpp>
 #include <tern/packed/packed_matrix.hpp>
 #include <tern/packed/ternary_gemm.hpp>
+#include <tern/quantize.hpp>
 #include <tern/threads.hpp>
 
 using namespace tern::packed;
@@ -459,4 +460,32 @@ TEST_CASE("lane_matrix and lane_gemm_add reject bad input", "[packed][lane]") {
     std::vector<std::int32_t> dots(16, 0);
     CHECK_THROWS_AS(lane_gemm_add(W, q.data(), 8, 1, dots.data(), 4), tern::error);   // stride < 16 columns read
     CHECK_THROWS_AS(lane_gemm_add(W, q.data(), 16, 1, dots.data(), 3), tern::error);  // output stride < N
+}
+
+TEST_CASE("packed activation quantization equals the training layer's, bit for bit", "[packed][quant]") {
+    // The frozen model must see the int8 codes and scales that linear<ternary, 8> computed in
+    // training: tern::normalize_tokens, then tern::quantize_activations at lambda 1.
+    std::mt19937 rng(21);
+    for (std::size_t K : {1, 5, 16, 72, 100, 256, 784, 1000}) {
+        const std::size_t T = 23;
+        auto x = random_floats(T * K, rng, 2.0f);
+        x[3] = 40.0f;  // an outlier in token 0
+        std::vector<float> xn(T * K), rstd(T), xhat(T * K), s_train(T);
+        tern::normalize_tokens(x.data(), T, K, xn.data(), rstd.data());
+        tern::quantize_activations(xn.data(), T, K, 8, 1.0f, xhat.data(), s_train.data());
+        for (kernel_path p : available_paths()) {
+            INFO("path " << kernel_path_name(p) << " K=" << K);
+            const auto a = quantize_activations(x.data(), T, K, true, p);
+            bool same = true;
+            for (std::size_t t = 0; t < T; ++t) {
+                same = same && a.scale[t] == s_train[t];
+                float amax = 0.0f;
+                for (std::size_t k = 0; k < K; ++k) amax = std::max(amax, std::fabs(xn[t * K + k]));
+                const float inv = std::max(amax, 1e-5f) / 127.0f;  // the training layer's 1 / s_x
+                for (std::size_t k = 0; k < K; ++k)
+                    same = same && float(a.q[t * a.padded_cols + k]) * inv == xhat[t * K + k];
+            }
+            CHECK(same);
+        }
+    }
 }

@@ -11,16 +11,18 @@
 ///
 /// Bit-exactness between paths: mean and rstd come from token_stats, whose portable, AVX2 and
 /// AVX-512 variants perform the same float operations in the same order (that of the training
-/// layers' normalize_tokens, so frozen models normalize exactly as they were trained); each element then goes
-/// through the same float operations, subtraction, multiplication, max, in every path, and
-/// rounding is round-half-even in all of them (cvtps2dq in SIMD, the 1.5*2^23 trick in scalar;
-/// std::nearbyint would be a libm call per element).
+/// layers' normalize_tokens, so frozen models normalize exactly as they were trained). The same
+/// pass finds the range of x, from which max |x~| follows exactly (token_summary::absmax), so
+/// quantizing a token reads it three times, not four. Each element then goes through the same
+/// float operations in every path, and rounding is round-half-even in all of them (cvtps2dq in
+/// SIMD, the 1.5*2^23 trick in scalar; std::nearbyint would be a libm call per element).
 
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 
 #include "../error.hpp"
 #include "aligned_buffer.hpp"
@@ -83,6 +85,23 @@ inline float clamp_like_simd(float v) {
 #define TERN_UNFUSED(v) ((void)0)
 #endif
 
+/// What a token's quantization needs to know about it: the normalization's mean and rstd (0 and 1
+/// without normalization) and the range [lo, hi] of its raw values (NaNs ignored).
+struct token_summary {
+    float mean = 0.0f, rstd = 1.0f, lo = 0.0f, hi = 0.0f;
+
+    /// max_k |(x_k - mean) * rstd| without another pass: float subtraction and multiplication by
+    /// rstd > 0 never reverse the order of two values, so the largest magnitude is reached at lo or
+    /// hi, exactly (the same float the per-element maximum gives). NaNs count as 0, as they do in
+    /// the training layers' std::max reduction.
+    float absmax() const {
+        float m = 0.0f;
+        m = std::max(m, std::fabs((hi - mean) * rstd));
+        m = std::max(m, std::fabs((lo - mean) * rstd));
+        return m;
+    }
+};
+
 /// Lanes of the statistics sums. The order of the float additions is part of the result, and it is
 /// the order of tern's training layers (detail::lane_sum and detail::lane_sum_sq_dev in
 /// quantize.hpp): element i goes to lane i mod 16, elements past the last full 16 go to lane 0 in
@@ -95,40 +114,73 @@ inline float combine_stat_lanes(float* acc) {
     return acc[0];
 }
 
-/// Per-token mean and 1/sqrt(var + eps), the portable version: the same float operations in the
-/// same order as tern::normalize_tokens, so the packed path normalizes exactly as training does.
-inline void act_stats(const float* x, std::size_t K, float& mean, float& rstd) {
+/// Range of x with the operand order of maxps/minps (a NaN element never replaces the running
+/// value), so every path finds the same lo and hi.
+inline void value_range(const float* x, std::size_t K, float& lo, float& hi) {
+    float l = std::numeric_limits<float>::infinity(), h = -l;
+    for (std::size_t k = 0; k < K; ++k) {
+        h = x[k] > h ? x[k] : h;
+        l = x[k] < l ? x[k] : l;
+    }
+    lo = l;
+    hi = h;
+}
+
+/// Per-token mean, 1/sqrt(var + eps) and range, the portable version: the same float operations
+/// in the same order as tern::normalize_tokens, so the packed path normalizes exactly as training.
+inline token_summary act_stats(const float* x, std::size_t K) {
     constexpr std::size_t L = stat_lanes;
     const std::size_t full = K - K % L;
+    token_summary r;
+    value_range(x, K, r.lo, r.hi);
     float acc[L] = {};
     for (std::size_t i = 0; i < full; i += L)
         for (std::size_t j = 0; j < L; ++j) acc[j] += x[i + j];
     for (std::size_t i = full; i < K; ++i) acc[0] += x[i];
-    mean = combine_stat_lanes(acc) / static_cast<float>(K);
+    const float mean = combine_stat_lanes(acc) / static_cast<float>(K);
     float v[L] = {};
     for (std::size_t i = 0; i < full; i += L)
         for (std::size_t j = 0; j < L; ++j) v[j] += (x[i + j] - mean) * (x[i + j] - mean);
     for (std::size_t i = full; i < K; ++i) v[0] += (x[i] - mean) * (x[i] - mean);
     const float var = combine_stat_lanes(v) / static_cast<float>(K);
-    rstd = 1.0f / std::sqrt(var + act_eps);
+    r.mean = mean;
+    r.rstd = 1.0f / std::sqrt(var + act_eps);
+    return r;
 }
 
 #if TERN_PACKED_X86
 /// AVX2 version of act_stats: lanes 0-7 in one register, 8-15 in the other; bit-identical.
-__attribute__((target("avx2"))) inline void act_stats_avx2(const float* x, std::size_t K, float& mean,
-                                                           float& rstd) {
+__attribute__((target("avx2"))) inline token_summary act_stats_avx2(const float* x, std::size_t K) {
     constexpr std::size_t L = stat_lanes;
     const std::size_t full = K - K % L;
     __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+    __m256 h0 = _mm256_set1_ps(-std::numeric_limits<float>::infinity()), h1 = h0;
+    __m256 l0 = _mm256_set1_ps(std::numeric_limits<float>::infinity()), l1 = l0;
     for (std::size_t i = 0; i < full; i += L) {
-        s0 = _mm256_add_ps(s0, _mm256_loadu_ps(x + i));
-        s1 = _mm256_add_ps(s1, _mm256_loadu_ps(x + i + 8));
+        const __m256 a = _mm256_loadu_ps(x + i), b = _mm256_loadu_ps(x + i + 8);
+        s0 = _mm256_add_ps(s0, a);
+        s1 = _mm256_add_ps(s1, b);
+        h0 = _mm256_max_ps(a, h0);  // maxps returns the second operand when the first is NaN
+        h1 = _mm256_max_ps(b, h1);
+        l0 = _mm256_min_ps(a, l0);
+        l1 = _mm256_min_ps(b, l1);
     }
+    token_summary r;
     alignas(32) float acc[L];
+    _mm256_store_ps(acc, _mm256_max_ps(h0, h1));
+    r.hi = -std::numeric_limits<float>::infinity();
+    for (int j = 0; j < 8; ++j) r.hi = acc[j] > r.hi ? acc[j] : r.hi;
+    _mm256_store_ps(acc, _mm256_min_ps(l0, l1));
+    r.lo = std::numeric_limits<float>::infinity();
+    for (int j = 0; j < 8; ++j) r.lo = acc[j] < r.lo ? acc[j] : r.lo;
+    for (std::size_t i = full; i < K; ++i) {
+        r.hi = x[i] > r.hi ? x[i] : r.hi;
+        r.lo = x[i] < r.lo ? x[i] : r.lo;
+    }
     _mm256_store_ps(acc, s0);
     _mm256_store_ps(acc + 8, s1);
     for (std::size_t i = full; i < K; ++i) acc[0] += x[i];
-    mean = combine_stat_lanes(acc) / static_cast<float>(K);
+    const float mean = combine_stat_lanes(acc) / static_cast<float>(K);
     const __m256 vm = _mm256_set1_ps(mean);
     s0 = _mm256_setzero_ps();
     s1 = _mm256_setzero_ps();
@@ -150,29 +202,60 @@ __attribute__((target("avx2"))) inline void act_stats_avx2(const float* x, std::
         acc[0] += p;
     }
     const float var = combine_stat_lanes(acc) / static_cast<float>(K);
-    rstd = 1.0f / std::sqrt(var + act_eps);
+    r.mean = mean;
+    r.rstd = 1.0f / std::sqrt(var + act_eps);
+    return r;
 }
 
 #define TERN_PACKED_TARGET_AVX512_FLOAT __attribute__((target("avx2,avx512f,avx512bw")))
+
+// Many plain AVX-512 intrinsics trip GCC 12's false -Wuninitialized (its headers pass
+// _mm512_undefined_*()); their all-lanes maskz forms compute the same.
+inline constexpr __mmask16 all16 = static_cast<__mmask16>(0xFFFF);
+TERN_PACKED_TARGET_AVX512_FLOAT inline __m512 max512(__m512 a, __m512 b) { return _mm512_maskz_max_ps(all16, a, b); }
+TERN_PACKED_TARGET_AVX512_FLOAT inline __m512 min512(__m512 a, __m512 b) { return _mm512_maskz_min_ps(all16, a, b); }
+TERN_PACKED_TARGET_AVX512_FLOAT inline __m128i narrow_epi32_epi8(__m512i v) { return _mm512_maskz_cvtepi32_epi8(all16, v); }
 
 /// AVX-512 version of act_stats for NT tokens at once (one zmm holds a token's 16 lanes; the NT
 /// tokens are independent dependency chains). Bit-identical to act_stats.
 template <int NT>
 TERN_PACKED_TARGET_AVX512_FLOAT inline void act_stats_avx512(const float* x, std::size_t ldx, std::size_t K,
-                                                             float* mean, float* rstd) {
+                                                             token_summary* out) {
     constexpr std::size_t L = stat_lanes;
     const std::size_t full = K - K % L;
-    __m512 s[NT];
-    for (int t = 0; t < NT; ++t) s[t] = _mm512_setzero_ps();
+    constexpr float inf = std::numeric_limits<float>::infinity();
+    __m512 s[NT], h[NT], l[NT];
+    for (int t = 0; t < NT; ++t) {
+        s[t] = _mm512_setzero_ps();
+        h[t] = _mm512_set1_ps(-inf);
+        l[t] = _mm512_set1_ps(inf);
+    }
     for (std::size_t i = 0; i < full; i += L)
-        for (int t = 0; t < NT; ++t) s[t] = _mm512_add_ps(s[t], _mm512_loadu_ps(x + t * ldx + i));
+        for (int t = 0; t < NT; ++t) {
+            const __m512 v = _mm512_loadu_ps(x + t * ldx + i);
+            s[t] = _mm512_add_ps(s[t], v);
+            h[t] = max512(v, h[t]);
+            l[t] = min512(v, l[t]);
+        }
     alignas(64) float acc[L];
     __m512 vm[NT];
     for (int t = 0; t < NT; ++t) {
+        const float* xt = x + t * ldx;
+        token_summary& r = out[t];
+        _mm512_store_ps(acc, h[t]);
+        r.hi = -inf;
+        for (float v : acc) r.hi = v > r.hi ? v : r.hi;
+        _mm512_store_ps(acc, l[t]);
+        r.lo = inf;
+        for (float v : acc) r.lo = v < r.lo ? v : r.lo;
+        for (std::size_t i = full; i < K; ++i) {
+            r.hi = xt[i] > r.hi ? xt[i] : r.hi;
+            r.lo = xt[i] < r.lo ? xt[i] : r.lo;
+        }
         _mm512_store_ps(acc, s[t]);
-        for (std::size_t i = full; i < K; ++i) acc[0] += x[t * ldx + i];
-        mean[t] = combine_stat_lanes(acc) / static_cast<float>(K);
-        vm[t] = _mm512_set1_ps(mean[t]);
+        for (std::size_t i = full; i < K; ++i) acc[0] += xt[i];
+        r.mean = combine_stat_lanes(acc) / static_cast<float>(K);
+        vm[t] = _mm512_set1_ps(r.mean);
         s[t] = _mm512_setzero_ps();
     }
     for (std::size_t i = 0; i < full; i += L)
@@ -183,43 +266,52 @@ TERN_PACKED_TARGET_AVX512_FLOAT inline void act_stats_avx512(const float* x, std
             s[t] = _mm512_add_ps(s[t], p);
         }
     for (int t = 0; t < NT; ++t) {
+        const float* xt = x + t * ldx;
         _mm512_store_ps(acc, s[t]);
         for (std::size_t i = full; i < K; ++i) {
-            const float d = x[t * ldx + i] - mean[t];
+            const float d = xt[i] - out[t].mean;
             float p = d * d;
             TERN_UNFUSED(p);
             acc[0] += p;
         }
         const float var = combine_stat_lanes(acc) / static_cast<float>(K);
-        rstd[t] = 1.0f / std::sqrt(var + act_eps);
+        out[t].rstd = 1.0f / std::sqrt(var + act_eps);
     }
 }
 #endif
 
-/// Per-token normalization statistics of T tokens (row stride @p ldx). Every variant gives the
-/// same bits, so the fastest one the CPU has is used whatever the requested kernel path.
-inline void token_stats(const float* x, std::size_t ldx, std::size_t T, std::size_t K, float* mean, float* rstd) {
+/// Per-token summaries of T tokens (row stride @p ldx): with @p normalize, mean, rstd and range;
+/// without, the range alone (mean 0, rstd 1). Every variant gives the same bits, so the fastest
+/// one the CPU has is used whatever the requested kernel path.
+inline void token_stats(const float* x, std::size_t ldx, std::size_t T, std::size_t K, bool normalize,
+                        token_summary* out) {
+    if (!normalize) {
+        for (std::size_t t = 0; t < T; ++t) {
+            out[t] = token_summary{};
+            value_range(x + t * ldx, K, out[t].lo, out[t].hi);
+        }
+        return;
+    }
 #if TERN_PACKED_X86
     if (caps().avx512vnni) {
         std::size_t t = 0;
-        for (; t + 4 <= T; t += 4) act_stats_avx512<4>(x + t * ldx, ldx, K, mean + t, rstd + t);
-        for (; t < T; ++t) act_stats_avx512<1>(x + t * ldx, ldx, K, mean + t, rstd + t);
+        for (; t + 4 <= T; t += 4) act_stats_avx512<4>(x + t * ldx, ldx, K, out + t);
+        for (; t < T; ++t) act_stats_avx512<1>(x + t * ldx, ldx, K, out + t);
         return;
     }
     if (caps().avx2) {
-        for (std::size_t t = 0; t < T; ++t) act_stats_avx2(x + t * ldx, K, mean[t], rstd[t]);
+        for (std::size_t t = 0; t < T; ++t) out[t] = act_stats_avx2(x + t * ldx, K);
         return;
     }
 #endif
-    for (std::size_t t = 0; t < T; ++t) act_stats(x + t * ldx, K, mean[t], rstd[t]);
+    for (std::size_t t = 0; t < T; ++t) out[t] = act_stats(x + t * ldx, K);
 }
 
 /// Scalar reference for one token: x~ = (x - mean) * rstd, then scale, round, clamp.
-inline void quantize_row_scalar(const float* x, std::size_t K, std::size_t Kp, float mean, float rstd,
+inline void quantize_row_scalar(const float* x, std::size_t K, std::size_t Kp, const token_summary& st,
                                 std::int8_t* q, float& scale, std::int32_t& sum) {
-    float m = 0.0f;
-    for (std::size_t k = 0; k < K; ++k) m = std::max(m, std::fabs((x[k] - mean) * rstd));
-    const float s = static_cast<float>(act_qmax) / std::max(m, act_eps);
+    const float mean = st.mean, rstd = st.rstd;
+    const float s = static_cast<float>(act_qmax) / std::max(st.absmax(), act_eps);
     std::int32_t total = 0;
     for (std::size_t k = 0; k < K; ++k) {
         const float v = (x[k] - mean) * rstd * s;
@@ -238,36 +330,16 @@ inline void quantize_row_scalar(const float* x, std::size_t K, std::size_t Kp, f
 /// AVX2 version of quantize_row_scalar (no FMA in the target on purpose: the element operations
 /// have no a*b+c shape, and none may be fused).
 __attribute__((target("avx2"))) inline void quantize_row_avx2(const float* x, std::size_t K, std::size_t Kp,
-                                                              float mean, float rstd, std::int8_t* q,
+                                                              const token_summary& st, std::int8_t* q,
                                                               float& scale, std::int32_t& sum) {
+    const float mean = st.mean, rstd = st.rstd;
     const __m256 vmean = _mm256_set1_ps(mean), vrstd = _mm256_set1_ps(rstd);
-    const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
-    // Four independent max chains (max is exact and order-free, so this matches the scalar loop).
-    __m256 vmax[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
-    std::size_t k = 0;
-    for (; k + 32 <= K; k += 32) {
-#pragma GCC unroll 4
-        for (int i = 0; i < 4; ++i) {
-            const __m256 t = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(x + k + 8 * i), vmean), vrstd);
-            vmax[i] = _mm256_max_ps(_mm256_and_ps(t, absmask), vmax[i]);  // a NaN keeps vmax, as std::max
-        }
-    }
-    for (; k + 8 <= K; k += 8) {
-        const __m256 t = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(x + k), vmean), vrstd);
-        vmax[0] = _mm256_max_ps(_mm256_and_ps(t, absmask), vmax[0]);
-    }
-    alignas(32) float lanes[8];
-    _mm256_store_ps(lanes, _mm256_max_ps(_mm256_max_ps(vmax[0], vmax[1]), _mm256_max_ps(vmax[2], vmax[3])));
-    float m = 0.0f;
-    for (float l : lanes) m = std::max(m, l);
-    for (; k < K; ++k) m = std::max(m, std::fabs((x[k] - mean) * rstd));
-    const float s = static_cast<float>(act_qmax) / std::max(m, act_eps);
-
+    const float s = static_cast<float>(act_qmax) / std::max(st.absmax(), act_eps);
     const __m256 vs = _mm256_set1_ps(s);
     const __m256 lo = _mm256_set1_ps(-200.0f), hi = _mm256_set1_ps(200.0f);
     const __m256i qmax = _mm256_set1_epi32(act_qmax), qmin = _mm256_set1_epi32(-act_qmax);
     __m256i vsum = _mm256_setzero_si256();
-    k = 0;
+    std::size_t k = 0;
     for (; k + 32 <= K; k += 32) {
         __m256i r[4];
 #pragma GCC unroll 4
@@ -300,12 +372,6 @@ __attribute__((target("avx2"))) inline void quantize_row_avx2(const float* x, st
     scale = s;
     sum = total;
 }
-// Many plain AVX-512 intrinsics trip GCC 12's false -Wuninitialized (its headers pass
-// _mm512_undefined_*()); their all-lanes maskz forms compute the same.
-inline constexpr __mmask16 all16 = static_cast<__mmask16>(0xFFFF);
-TERN_PACKED_TARGET_AVX512_FLOAT inline __m512 max512(__m512 a, __m512 b) { return _mm512_maskz_max_ps(all16, a, b); }
-TERN_PACKED_TARGET_AVX512_FLOAT inline __m512 min512(__m512 a, __m512 b) { return _mm512_maskz_min_ps(all16, a, b); }
-TERN_PACKED_TARGET_AVX512_FLOAT inline __m128i narrow_epi32_epi8(__m512i v) { return _mm512_maskz_cvtepi32_epi8(all16, v); }
 
 /// 16 elements of quantize_row_scalar's loop: (x - mean) * rstd * s, clamped, rounded, clamped.
 TERN_PACKED_TARGET_AVX512_FLOAT inline __m512i quantize16_avx512(__m512 x, __m512 mean, __m512 rstd, __m512 s) {
@@ -319,53 +385,33 @@ TERN_PACKED_TARGET_AVX512_FLOAT inline __m512i quantize16_avx512(__m512 x, __m51
 /// AVX-512 version of quantize_row_scalar: the same element operations on 16 floats at a time,
 /// the remainder under a mask, and vpmovdb for the in-order int32 -> int8 narrowing.
 TERN_PACKED_TARGET_AVX512_FLOAT inline void quantize_row_avx512(const float* x, std::size_t K, std::size_t Kp,
-                                                               float mean, float rstd, std::int8_t* q,
+                                                               const token_summary& st, std::int8_t* q,
                                                                float& scale, std::int32_t& sum) {
-    const __m512 vmean = _mm512_set1_ps(mean), vrstd = _mm512_set1_ps(rstd);
+    const __m512 vmean = _mm512_set1_ps(st.mean), vrstd = _mm512_set1_ps(st.rstd);
+    const float s = static_cast<float>(act_qmax) / std::max(st.absmax(), act_eps);
+    const __m512 vs = _mm512_set1_ps(s);
     const std::size_t full = K - K % 16;
     const __mmask16 rest = static_cast<__mmask16>((1u << (K - full)) - 1u);
-    __m512 vmax[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
-    std::size_t k = 0;
-    for (; k + 64 <= full; k += 64) {
-#pragma GCC unroll 4
-        for (int i = 0; i < 4; ++i) {
-            const __m512 t = _mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(x + k + 16 * i), vmean), vrstd);
-            vmax[i] = max512(_mm512_abs_ps(t), vmax[i]);  // a NaN keeps vmax, as std::max
-        }
-    }
-    for (; k < full; k += 16) {
-        const __m512 t = _mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(x + k), vmean), vrstd);
-        vmax[0] = max512(_mm512_abs_ps(t), vmax[0]);
-    }
-    if (rest) {
-        const __m512 t = _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(rest, x + k), vmean), vrstd);
-        vmax[1] = _mm512_mask_max_ps(vmax[1], rest, _mm512_abs_ps(t), vmax[1]);
-    }
-    alignas(64) float lanes[16];
-    _mm512_store_ps(lanes, max512(max512(vmax[0], vmax[1]), max512(vmax[2], vmax[3])));
-    float m = 0.0f;
-    for (float l : lanes) m = std::max(m, l);
-    const float s = static_cast<float>(act_qmax) / std::max(m, act_eps);
-
-    const __m512 vs = _mm512_set1_ps(s);
     __m512i vsum = _mm512_setzero_si512();
-    for (k = 0; k < full; k += 16) {
+    std::size_t k = 0;
+    for (; k < full; k += 16) {
         const __m512i r = quantize16_avx512(_mm512_loadu_ps(x + k), vmean, vrstd, vs);
         vsum = _mm512_add_epi32(vsum, r);
         _mm_storeu_si128(reinterpret_cast<__m128i*>(q + k), narrow_epi32_epi8(r));
     }
     if (rest) {
-        const __m512i r = _mm512_maskz_mov_epi32(rest, quantize16_avx512(_mm512_maskz_loadu_ps(rest, x + k), vmean, vrstd, vs));
+        const __m512i r =
+            _mm512_maskz_mov_epi32(rest, quantize16_avx512(_mm512_maskz_loadu_ps(rest, x + k), vmean, vrstd, vs));
         vsum = _mm512_add_epi32(vsum, r);
         _mm_storeu_si128(reinterpret_cast<__m128i*>(q + k), narrow_epi32_epi8(r));  // zeros past K
         k += 16;
     }
     if (k < Kp) std::memset(q + k, 0, Kp - k);
-    scale = s;
     alignas(64) std::int32_t sums[16];
     _mm512_store_si512(sums, vsum);
     std::int32_t total = 0;
     for (std::int32_t v : sums) total += v;
+    scale = s;
     sum = total;
 }
 #endif
@@ -387,27 +433,26 @@ inline void quantize_activations(const float* x, std::size_t tokens, std::size_t
     const kernel_path p = detail::resolve_path(path, "quantize_activations");
     out.resize(tokens, cols);
     const std::size_t Kp = out.padded_cols;
-    constexpr std::size_t chunk = 64;  // statistics of a chunk of tokens first (AVX-512 does 4 at once)
-    float mean[chunk], rstd[chunk];
+    constexpr std::size_t chunk = 64;  // summaries of a chunk of tokens first (AVX-512 does 4 at once)
+    detail::token_summary st[chunk];
     for (std::size_t t0 = 0; t0 < tokens; t0 += chunk) {
         const std::size_t n = std::min(chunk, tokens - t0);
-        if (normalize) detail::token_stats(x + t0 * ldx, ldx, n, cols, mean, rstd);
+        detail::token_stats(x + t0 * ldx, ldx, n, cols, normalize, st);
         for (std::size_t i = 0; i < n; ++i) {
             const std::size_t t = t0 + i;
             const float* xt = x + t * ldx;
-            const float m = normalize ? mean[i] : 0.0f, r = normalize ? rstd[i] : 1.0f;
             std::int8_t* qt = out.q.data() + t * Kp;
 #if TERN_PACKED_X86
             if (p == kernel_path::avx512vnni) {
-                detail::quantize_row_avx512(xt, cols, Kp, m, r, qt, out.scale[t], out.sum[t]);
+                detail::quantize_row_avx512(xt, cols, Kp, st[i], qt, out.scale[t], out.sum[t]);
                 continue;
             }
             if (p != kernel_path::scalar) {
-                detail::quantize_row_avx2(xt, cols, Kp, m, r, qt, out.scale[t], out.sum[t]);
+                detail::quantize_row_avx2(xt, cols, Kp, st[i], qt, out.scale[t], out.sum[t]);
                 continue;
             }
 #endif
-            detail::quantize_row_scalar(xt, cols, Kp, m, r, qt, out.scale[t], out.sum[t]);
+            detail::quantize_row_scalar(xt, cols, Kp, st[i], qt, out.scale[t], out.sum[t]);
         }
     }
     (void)p;
