@@ -8265,32 +8265,49 @@ public:
         if (T == 0) return;
         const std::size_t N = out_, K = in_;
         packed::quantize_activations(x, T, K, K, qa_);  // normalizes exactly as training does
-        if (dots_.size() < T * N) dots_.resize(T * N);
-        std::int32_t* dots = dots_.data();
-        if (split_.main_cols) {
-            // With sum_q over all K the main dots come out short by the tail's sum(q); the tail
-            // tokens get sum 0, which adds it back (see the file comment).
-            packed::ternary_gemm_int(main_, qa_.q.data(), qa_.padded_cols, qa_.sum.data(), T, dots, N);
-        } else {
-            for (std::size_t t = 0; t < T; ++t)
-                for (std::size_t n = 0; n < N; ++n) dots[t * N + n] = -qa_.sum[t];
-        }
-        if (split_.tail_cols) packed::lane_gemm_add(tail_, qa_.q.data() + split_.main_cols, qa_.padded_cols, T, dots, N);
         const float s_w = s_w_;
         const float* b = bias_.empty() ? nullptr : bias_.data();
-        for (std::size_t t = 0; t < T; ++t) {
-            // The same epilogue as packed::ternary_gemm (one reciprocal per token).
-            const float inv = 1.0f / (s_w * qa_.scale[t]);
-            const std::int32_t* d = dots + t * N;
-            float* yt = y + t * N;
-            if (b) {
-                for (std::size_t n = 0; n < N; ++n) {
-                    const float v = static_cast<float>(d[n]) * inv;
-                    yt[n] = v + b[n];
+        const float* scale = qa_.scale.data();
+        // The tail's products first (into dots_); the main product's epilogue then adds them while
+        // it converts each finished chunk straight from the kernel's scratch to floats, so the
+        // integer dots of the main part are never copied.
+        const std::int32_t* tail = nullptr;
+        if (split_.tail_cols) {
+            if (dots_.size() < T * N) dots_.resize(T * N);
+            std::fill(dots_.data(), dots_.data() + T * N, 0);
+            packed::lane_gemm_add(tail_, qa_.q.data() + split_.main_cols, qa_.padded_cols, T, dots_.data(), N);
+            tail = dots_.data();
+        }
+        // y = float(dot) * (1 / (s_w * s_x)) (+ b): one reciprocal per token, as packed::ternary_gemm.
+        auto emit = [&](std::size_t n0, std::size_t n1, std::size_t t0, std::size_t t1, const std::int32_t* d,
+                        std::size_t ld) {
+            for (std::size_t t = t0; t < t1; ++t) {
+                const float inv = 1.0f / (s_w * scale[t]);
+                const std::int32_t* dt = d + (t - t0) * ld;  // dt[n - n0] for n in [n0, n1)
+                const std::int32_t* tt = tail ? tail + t * N : nullptr;
+                float* yt = y + t * N;
+                if (tt && b) {
+                    for (std::size_t n = n0; n < n1; ++n) yt[n] = static_cast<float>(dt[n - n0] + tt[n]) * inv + b[n];
+                } else if (tt) {
+                    for (std::size_t n = n0; n < n1; ++n) yt[n] = static_cast<float>(dt[n - n0] + tt[n]) * inv;
+                } else if (b) {
+                    for (std::size_t n = n0; n < n1; ++n) yt[n] = static_cast<float>(dt[n - n0]) * inv + b[n];
+                } else {
+                    for (std::size_t n = n0; n < n1; ++n) yt[n] = static_cast<float>(dt[n - n0]) * inv;
                 }
-            } else {
-                for (std::size_t n = 0; n < N; ++n) yt[n] = static_cast<float>(d[n]) * inv;
             }
+        };
+        if (split_.main_cols) {
+            // The kernels subtract sum(q) over all K, which removes the +1 code offset of the tail
+            // as well (the tail's product adds raw codes).
+            packed::detail::run_ternary(main_, qa_.q.data(), qa_.padded_cols, qa_.sum.data(), T,
+                                        packed::kernel_path::automatic, "frozen_linear", emit);
+        } else {
+            // K <= 64: everything is tail; subtract sum(q) here.
+            if (neg_sum_.size() < T * N) neg_sum_.resize(T * N);
+            for (std::size_t t = 0; t < T; ++t)
+                for (std::size_t n = 0; n < N; ++n) neg_sum_[t * N + n] = -qa_.sum[t];
+            emit(0, N, 0, T, neg_sum_.data(), N);
         }
     }
 
@@ -8391,7 +8408,7 @@ private:
     packed::lane_matrix tail_;
     // Scratch, reused across calls.
     packed::quantized_activations qa_;
-    packed::aligned_buffer<std::int32_t> dots_;
+    packed::aligned_buffer<std::int32_t> dots_, neg_sum_;
     tensor y_;
 };
 
