@@ -162,6 +162,20 @@ TEST_CASE("conv2d in fp16 convolves binary16-rounded operands", "[conv2d][fp16]"
     for (auto& v : x) v = tern::kernels::round_to_half(v);
     const tern::tensor y32 = full.forward(x);
     for (std::size_t i = 0; i < y16.size(); ++i) CHECK(y16.data()[i] == Approx(y32.data()[i]).margin(1e-5));
+
+    // Backward: the gradients of the rounded operands (dx through the rounded weight, dW from the
+    // rounded input).
+    const tern::tensor gy = tern_test::random_tensor(tern::detail::to_shape(y16.shape()), 10);
+    tern::parameter_list p16, p32;
+    half.collect_parameters(p16, "");
+    full.collect_parameters(p32, "");
+    for (auto* ps : {&p16, &p32})
+        for (auto& p : *ps) p.grad->fill(0.0f);
+    const tern::tensor dx16 = half.backward(gy), dx32 = full.backward(gy);
+    for (std::size_t i = 0; i < dx16.size(); ++i) CHECK(dx16.data()[i] == Approx(dx32.data()[i]).margin(1e-5));
+    for (std::size_t j = 0; j < p16.size(); ++j)
+        for (std::size_t i = 0; i < p16[j].grad->size(); ++i)
+            CHECK(p16[j].grad->data()[i] == Approx(p32[j].grad->data()[i]).margin(1e-5));
 }
 
 TEST_CASE("conv2d converts between policies, describes itself and checks its input", "[conv2d][errors]") {

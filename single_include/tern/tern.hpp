@@ -2146,7 +2146,9 @@ private:
 /// lists them like any other layer and no layer type multiplies per activation.
 
 #include <cmath>
+#include <cstdint>
 #include <string>
+#include <vector>
 
 
 namespace tern {
@@ -2201,10 +2203,65 @@ private:
 }  // namespace detail
 
 /// @brief max(x, 0).
-struct relu : detail::elementwise<relu> {
+///
+/// Its derivative depends only on the sign of x, so instead of a copy of the input (4 bytes per
+/// element, written in forward and read again in backward) it keeps a 1-byte mask x > 0: ReLU
+/// layers sit on the largest activations of a CNN, where this traffic is most of their cost.
+struct relu {
     static constexpr const char* label = "relu";
     static float value(float x) { return x > 0.0f ? x : 0.0f; }
     static float derivative(float x) { return x > 0.0f ? 1.0f : 0.0f; }
+
+    tensor forward(const tensor& x) {
+        shape_ = detail::to_shape(x.shape());
+        tensor y(shape_);
+        const std::size_t n = x.size();
+        positive_.resize(n);
+        const float* in = x.data();
+        float* out = y.data();
+        std::uint8_t* mask = positive_.data();
+        parallel_for(
+            n, [&](std::size_t lo, std::size_t hi) { forward_range(in + lo, out + lo, mask + lo, hi - lo); },
+            double(n) * 8, 4e5);
+        return y;
+    }
+
+    tensor backward(const tensor& grad_output) {
+        detail::require(detail::to_shape(grad_output.shape()) == shape_, label, ": expected output gradient of shape ",
+                        detail::shape_string(shape_), ", got ", detail::shape_string(grad_output.shape()));
+        tensor dx(shape_);
+        const std::size_t n = dx.size();
+        const float* g = grad_output.data();
+        const std::uint8_t* mask = positive_.data();
+        float* out = dx.data();
+        parallel_for(
+            n, [&](std::size_t lo, std::size_t hi) { backward_range(g + lo, mask + lo, out + lo, hi - lo); },
+            double(n) * 8, 4e5);
+        return dx;
+    }
+
+    std::string describe() const { return label; }
+
+private:
+    // Plain functions over restrict pointers, so both loops vectorize.
+    static void forward_range(const float* __restrict in, float* __restrict out, std::uint8_t* __restrict mask,
+                              std::size_t n) {
+        for (std::size_t i = 0; i < n; ++i) {
+            const bool pos = in[i] > 0.0f;
+            out[i] = pos ? in[i] : 0.0f;
+            mask[i] = pos;
+        }
+    }
+    static void backward_range(const float* __restrict g, const std::uint8_t* __restrict mask, float* __restrict out,
+                               std::size_t n) {
+        for (std::size_t i = 0; i < n; ++i) {
+            const float m = mask[i];  // g * 0 or g * 1, as g * derivative(x)
+            out[i] = g[i] * m;
+        }
+    }
+
+    shape_t shape_;
+    std::vector<std::uint8_t> positive_;
 };
 
 /// @brief GELU, the exact form x * Phi(x) (PyTorch's default nn.GELU).
@@ -2725,6 +2782,79 @@ struct im2col_geometry {
     }
 };
 
+/// Columns [ow_lo, ow_hi) of an output row whose input column ow * stride + dj lies inside [0, W).
+inline void valid_columns(long dj, std::size_t stride, std::size_t W, std::size_t Wo, std::size_t& ow_lo,
+                          std::size_t& ow_hi) {
+    const long s = long(stride);
+    const long lo = dj >= 0 ? 0 : (-dj + s - 1) / s;
+    const long hi = long(W) - 1 - dj < 0 ? 0 : (long(W) - 1 - dj) / s + 1;
+    ow_hi = std::size_t(std::min<long>(hi, long(Wo)));
+    ow_lo = std::min(std::size_t(lo), ow_hi);
+}
+
+/// GCC turns short copy and fill loops into memcpy/memset calls; the rows of a small image are 7 to
+/// 28 floats, where the call costs more than the copy. The row kernels below keep their loops.
+#if defined(__GNUC__) && !defined(__clang__)
+#define TERN_INLINE_LOOPS __attribute__((optimize("no-tree-loop-distribute-patterns")))
+#else
+#define TERN_INLINE_LOOPS
+#endif
+
+/// Channel-major unfold of one image x [C, H, W]: row r = (c, ki, kj) of the patch matrix
+/// (k-major like a flattened PyTorch weight) goes to colsT + r * ld, its Ho*Wo positions
+/// contiguous. Every row is a shifted copy of an input plane, so the inner loop is a copy
+/// (stride 1) rather than k-element gathers per position.
+TERN_INLINE_LOOPS inline void unfold_rows(const im2col_geometry& g, const float* x, float* colsT, std::size_t ld) {
+    const std::size_t k = g.k, Wo = g.Wo;
+    for (std::size_t c = 0; c < g.C; ++c)
+        for (std::size_t ki = 0; ki < k; ++ki)
+            for (std::size_t kj = 0; kj < k; ++kj) {
+                float* dst = colsT + ((c * k + ki) * k + kj) * ld;
+                const long dj = long(kj * g.dil) - long(g.pad);
+                std::size_t lo, hi;
+                valid_columns(dj, g.stride, g.W, Wo, lo, hi);
+                for (std::size_t oh = 0; oh < g.Ho; ++oh, dst += Wo) {
+                    const long ih = long(oh * g.stride) - long(g.pad) + long(ki * g.dil);
+                    if (ih < 0 || ih >= long(g.H)) {
+                        for (std::size_t ow = 0; ow < Wo; ++ow) dst[ow] = 0.0f;
+                        continue;
+                    }
+                    const float* row = x + (c * g.H + std::size_t(ih)) * g.W;
+                    for (std::size_t ow = 0; ow < lo; ++ow) dst[ow] = 0.0f;
+                    if (g.stride == 1) {
+                        for (std::size_t ow = lo; ow < hi; ++ow) dst[ow] = row[long(ow) + dj];
+                    } else {
+                        for (std::size_t ow = lo; ow < hi; ++ow) dst[ow] = row[long(ow * g.stride) + dj];
+                    }
+                    for (std::size_t ow = hi; ow < Wo; ++ow) dst[ow] = 0.0f;
+                }
+            }
+}
+
+/// Adjoint of unfold_rows: adds the rows of dcolsT (stride ld) into dx [C, H, W].
+TERN_INLINE_LOOPS inline void fold_rows_add(const im2col_geometry& g, const float* dcolsT, std::size_t ld, float* dx) {
+    const std::size_t k = g.k, Wo = g.Wo;
+    for (std::size_t c = 0; c < g.C; ++c)
+        for (std::size_t ki = 0; ki < k; ++ki)
+            for (std::size_t kj = 0; kj < k; ++kj) {
+                const float* src = dcolsT + ((c * k + ki) * k + kj) * ld;
+                const long dj = long(kj * g.dil) - long(g.pad);
+                std::size_t lo, hi;
+                valid_columns(dj, g.stride, g.W, Wo, lo, hi);
+                for (std::size_t oh = 0; oh < g.Ho; ++oh, src += Wo) {
+                    const long ih = long(oh * g.stride) - long(g.pad) + long(ki * g.dil);
+                    if (ih < 0 || ih >= long(g.H)) continue;
+                    float* row = dx + (c * g.H + std::size_t(ih)) * g.W;
+                    if (g.stride == 1) {
+                        float* r = row + long(lo) + dj;
+                        for (std::size_t ow = lo; ow < hi; ++ow) r[ow - lo] += src[ow];
+                    } else {
+                        for (std::size_t ow = lo; ow < hi; ++ow) row[long(ow * g.stride) + dj] += src[ow];
+                    }
+                }
+            }
+}
+
 /// out[n, p] = in[p, n] for one image: token-major [P, N] to channel-major [N, P] (and back
 /// with the roles of P and N swapped). Blocked so both sides stay in cache.
 inline void transpose_block(const float* in, std::size_t P, std::size_t N, float* out) {
@@ -2794,6 +2924,7 @@ public:
         const std::size_t B = x.shape()[0];
         geo_ = geometry(x.shape()[2], x.shape()[3]);
         batch_ = B;
+        if constexpr (channel_major) return forward_channel_major(x);
         const std::size_t P = geo_.positions(), K = geo_.patch(), N = out_;
         const std::size_t T = B * P;
         cols_.resize(T * K);
@@ -2821,6 +2952,7 @@ public:
         const shape_t expected{batch_, out_, geo_.Ho, geo_.Wo};
         detail::require(detail::to_shape(grad_output.shape()) == expected, "conv2d: expected output gradient of shape ",
                         detail::shape_string(expected), ", got ", detail::shape_string(grad_output.shape()));
+        if constexpr (channel_major) return backward_channel_major(grad_output);
         const std::size_t B = batch_, P = geo_.positions(), K = geo_.patch(), N = out_;
         const std::size_t T = B * P;
         tokens_out_.resize(T * N);  // reused as the token-major output gradient
@@ -2873,6 +3005,90 @@ public:
     detail::projection<Policy, ActBits>& core() { return core_; }
 
 private:
+    /// fp32 and fp16 do nothing per token, so they skip the token-major detour: the patches are
+    /// unfolded channel-major, colsT [K, B*P], and one product W [N, K] x colsT gives the output
+    /// channel-major, [N, B*P], from which each image's [N, P] block is a row copy (no element
+    /// transposes, and the unfold copies whole rows). Per-token policies (ternary, prenorm)
+    /// normalize and quantize tokens, which needs the token-major matrix.
+    static constexpr bool channel_major = !Policy::ternary && !Policy::normalize_input;
+
+    /// The weight the product uses: the shadow weight, or its binary16 rounding in fp16.
+    const float* weight_used() {
+        if constexpr (Policy::half_precision) {
+            w_half_.resize(core_.weight.size());
+            kernels::round_to_half(core_.weight.data(), w_half_.data(), w_half_.size());
+            return w_half_.data();
+        } else {
+            return core_.weight.data();
+        }
+    }
+
+    tensor forward_channel_major(const tensor& x) {
+        const std::size_t B = batch_, P = geo_.positions(), K = geo_.patch(), N = out_, BP = B * P;
+        cols_.resize(K * BP);  // colsT [K, B*P]
+        tokens_out_.resize(N * BP);  // [N, B*P]
+        const std::size_t image = in_ * geo_.H * geo_.W;
+        const float* xs = x.data();
+        float* colsT = cols_.data();
+        parallel_for(
+            B, [&](std::size_t lo, std::size_t hi) {
+                for (std::size_t b = lo; b < hi; ++b) {
+                    detail::unfold_rows(geo_, xs + b * image, colsT + b * P, BP);
+                    if constexpr (Policy::half_precision)
+                        for (std::size_t r = 0; r < K; ++r)
+                            kernels::round_to_half(colsT + r * BP + b * P, colsT + r * BP + b * P, P);
+                }
+            },
+            double(BP) * double(K), 2e5);
+        kernels::sgemm(false, false, N, BP, K, 1.0f, weight_used(), K, colsT, BP, 0.0f, tokens_out_.data(), BP);
+        tensor y(shape_t{B, N, geo_.Ho, geo_.Wo});
+        float* ys = y.data();
+        const float* bias = core_.has_bias() ? core_.bias.data() : nullptr;
+        parallel_for(
+            B, [&](std::size_t lo, std::size_t hi) {
+                for (std::size_t b = lo; b < hi; ++b)
+                    for (std::size_t n = 0; n < N; ++n) {
+                        const float* src = tokens_out_.data() + n * BP + b * P;
+                        float* dst = ys + (b * N + n) * P;
+                        const float add = bias ? bias[n] : 0.0f;
+                        for (std::size_t p = 0; p < P; ++p) dst[p] = src[p] + add;
+                    }
+            },
+            double(BP) * double(N), 2e5);
+        return y;
+    }
+
+    tensor backward_channel_major(const tensor& grad_output) {
+        const std::size_t B = batch_, P = geo_.positions(), K = geo_.patch(), N = out_, BP = B * P;
+        tokens_out_.resize(N * BP);  // dY channel-major [N, B*P]
+        const float* gs = grad_output.data();
+        float* dY = tokens_out_.data();
+        parallel_for(
+            B, [&](std::size_t lo, std::size_t hi) {
+                for (std::size_t b = lo; b < hi; ++b)
+                    for (std::size_t n = 0; n < N; ++n)
+                        std::copy(gs + (b * N + n) * P, gs + (b * N + n + 1) * P, dY + n * BP + b * P);
+            },
+            double(BP) * double(N), 2e5);
+        // dW += dY colsT^T; db += row sums of dY; then dcolsT = W^T dY overwrites colsT.
+        kernels::sgemm(false, true, N, K, BP, 1.0f, dY, BP, cols_.data(), BP, 1.0f, core_.weight_grad.data(), K);
+        if (core_.has_bias()) {
+            float* db = core_.bias_grad.data();
+            for (std::size_t n = 0; n < N; ++n) db[n] += detail::lane_sum(dY + n * BP, BP);  // vectorized
+        }
+        const float* w = Policy::half_precision ? w_half_.data() : core_.weight.data();
+        kernels::sgemm(true, false, K, BP, N, 1.0f, w, K, dY, BP, 0.0f, cols_.data(), BP);
+        tensor dx = zeros({B, in_, geo_.H, geo_.W});
+        const std::size_t image = in_ * geo_.H * geo_.W;
+        float* dxs = dx.data();
+        parallel_for(
+            B, [&](std::size_t lo, std::size_t hi) {
+                for (std::size_t b = lo; b < hi; ++b) detail::fold_rows_add(geo_, cols_.data() + b * P, BP, dxs + b * image);
+            },
+            double(BP) * double(K), 2e5);
+        return dx;
+    }
+
     detail::im2col_geometry geometry(std::size_t H, std::size_t W) const {
         detail::im2col_geometry g;
         g.C = in_;
@@ -2901,7 +3117,7 @@ private:
     conv2d_options opt_;
     detail::im2col_geometry geo_;
     std::size_t batch_ = 0;
-    std::vector<float> cols_, tokens_out_;
+    std::vector<float> cols_, tokens_out_, w_half_;
 };
 
 }  // namespace tern
@@ -3008,6 +3224,10 @@ public:
             const float* in = xs + plane * H_ * W_;
             float* out = ys + plane * Ho_ * Wo_;
             std::uint32_t* arg = argmax_.data() + plane * Ho_ * Wo_;
+            if (k_ == 2 && s_ == 2 && p_ == 0) {  // the common 2x2 pool: no window arithmetic
+                forward_2x2(in, out, arg);
+                return;
+            }
             for (std::size_t oh = 0; oh < Ho_; ++oh) {
                 std::size_t h0, h1;
                 range(oh, H_, h0, h1);
@@ -3049,6 +3269,35 @@ public:
     std::string describe() const { return pool_window::describe(); }
 
 private:
+    /// forward for kernel 2, stride 2, no padding: the same strict first-maximum-wins scan over
+    /// (h, w) in order as the general loop, written branch-free so it vectorizes.
+    void forward_2x2(const float* in, float* out, std::uint32_t* arg) const {
+        for (std::size_t oh = 0; oh < Ho_; ++oh)
+            max_2x2_row(in + 2 * oh * W_, in + (2 * oh + 1) * W_, out + oh * Wo_, arg + oh * Wo_,
+                        std::uint32_t(2 * oh * W_), std::uint32_t(W_), Wo_);
+    }
+
+    static void max_2x2_row(const float* __restrict r0, const float* __restrict r1, float* __restrict out,
+                            std::uint32_t* __restrict arg, std::uint32_t base, std::uint32_t W, std::size_t Wo) {
+        for (std::size_t ow = 0; ow < Wo; ++ow) {
+            const float v0 = r0[2 * ow], v1 = r0[2 * ow + 1], v2 = r1[2 * ow], v3 = r1[2 * ow + 1];
+            float best = -std::numeric_limits<float>::infinity();
+            std::uint32_t at = 0;  // offset of the winner from the window's top-left element
+            bool take = v0 > best;
+            best = take ? v0 : best;
+            take = v1 > best;
+            best = take ? v1 : best;
+            at = take ? 1u : at;
+            take = v2 > best;
+            best = take ? v2 : best;
+            at = take ? W : at;
+            take = v3 > best;
+            at = take ? W + 1u : at;
+            out[ow] = at == 0 ? v0 : at == 1 ? v1 : at == W ? v2 : v3;  // W >= 2: the offsets differ
+            arg[ow] = base + 2u * std::uint32_t(ow) + at;
+        }
+    }
+
     std::vector<std::uint32_t> argmax_;  // index of the winner within its H x W plane
 };
 

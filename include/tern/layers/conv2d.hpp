@@ -108,6 +108,79 @@ struct im2col_geometry {
     }
 };
 
+/// Columns [ow_lo, ow_hi) of an output row whose input column ow * stride + dj lies inside [0, W).
+inline void valid_columns(long dj, std::size_t stride, std::size_t W, std::size_t Wo, std::size_t& ow_lo,
+                          std::size_t& ow_hi) {
+    const long s = long(stride);
+    const long lo = dj >= 0 ? 0 : (-dj + s - 1) / s;
+    const long hi = long(W) - 1 - dj < 0 ? 0 : (long(W) - 1 - dj) / s + 1;
+    ow_hi = std::size_t(std::min<long>(hi, long(Wo)));
+    ow_lo = std::min(std::size_t(lo), ow_hi);
+}
+
+/// GCC turns short copy and fill loops into memcpy/memset calls; the rows of a small image are 7 to
+/// 28 floats, where the call costs more than the copy. The row kernels below keep their loops.
+#if defined(__GNUC__) && !defined(__clang__)
+#define TERN_INLINE_LOOPS __attribute__((optimize("no-tree-loop-distribute-patterns")))
+#else
+#define TERN_INLINE_LOOPS
+#endif
+
+/// Channel-major unfold of one image x [C, H, W]: row r = (c, ki, kj) of the patch matrix
+/// (k-major like a flattened PyTorch weight) goes to colsT + r * ld, its Ho*Wo positions
+/// contiguous. Every row is a shifted copy of an input plane, so the inner loop is a copy
+/// (stride 1) rather than k-element gathers per position.
+TERN_INLINE_LOOPS inline void unfold_rows(const im2col_geometry& g, const float* x, float* colsT, std::size_t ld) {
+    const std::size_t k = g.k, Wo = g.Wo;
+    for (std::size_t c = 0; c < g.C; ++c)
+        for (std::size_t ki = 0; ki < k; ++ki)
+            for (std::size_t kj = 0; kj < k; ++kj) {
+                float* dst = colsT + ((c * k + ki) * k + kj) * ld;
+                const long dj = long(kj * g.dil) - long(g.pad);
+                std::size_t lo, hi;
+                valid_columns(dj, g.stride, g.W, Wo, lo, hi);
+                for (std::size_t oh = 0; oh < g.Ho; ++oh, dst += Wo) {
+                    const long ih = long(oh * g.stride) - long(g.pad) + long(ki * g.dil);
+                    if (ih < 0 || ih >= long(g.H)) {
+                        for (std::size_t ow = 0; ow < Wo; ++ow) dst[ow] = 0.0f;
+                        continue;
+                    }
+                    const float* row = x + (c * g.H + std::size_t(ih)) * g.W;
+                    for (std::size_t ow = 0; ow < lo; ++ow) dst[ow] = 0.0f;
+                    if (g.stride == 1) {
+                        for (std::size_t ow = lo; ow < hi; ++ow) dst[ow] = row[long(ow) + dj];
+                    } else {
+                        for (std::size_t ow = lo; ow < hi; ++ow) dst[ow] = row[long(ow * g.stride) + dj];
+                    }
+                    for (std::size_t ow = hi; ow < Wo; ++ow) dst[ow] = 0.0f;
+                }
+            }
+}
+
+/// Adjoint of unfold_rows: adds the rows of dcolsT (stride ld) into dx [C, H, W].
+TERN_INLINE_LOOPS inline void fold_rows_add(const im2col_geometry& g, const float* dcolsT, std::size_t ld, float* dx) {
+    const std::size_t k = g.k, Wo = g.Wo;
+    for (std::size_t c = 0; c < g.C; ++c)
+        for (std::size_t ki = 0; ki < k; ++ki)
+            for (std::size_t kj = 0; kj < k; ++kj) {
+                const float* src = dcolsT + ((c * k + ki) * k + kj) * ld;
+                const long dj = long(kj * g.dil) - long(g.pad);
+                std::size_t lo, hi;
+                valid_columns(dj, g.stride, g.W, Wo, lo, hi);
+                for (std::size_t oh = 0; oh < g.Ho; ++oh, src += Wo) {
+                    const long ih = long(oh * g.stride) - long(g.pad) + long(ki * g.dil);
+                    if (ih < 0 || ih >= long(g.H)) continue;
+                    float* row = dx + (c * g.H + std::size_t(ih)) * g.W;
+                    if (g.stride == 1) {
+                        float* r = row + long(lo) + dj;
+                        for (std::size_t ow = lo; ow < hi; ++ow) r[ow - lo] += src[ow];
+                    } else {
+                        for (std::size_t ow = lo; ow < hi; ++ow) row[long(ow * g.stride) + dj] += src[ow];
+                    }
+                }
+            }
+}
+
 /// out[n, p] = in[p, n] for one image: token-major [P, N] to channel-major [N, P] (and back
 /// with the roles of P and N swapped). Blocked so both sides stay in cache.
 inline void transpose_block(const float* in, std::size_t P, std::size_t N, float* out) {
@@ -177,6 +250,7 @@ public:
         const std::size_t B = x.shape()[0];
         geo_ = geometry(x.shape()[2], x.shape()[3]);
         batch_ = B;
+        if constexpr (channel_major) return forward_channel_major(x);
         const std::size_t P = geo_.positions(), K = geo_.patch(), N = out_;
         const std::size_t T = B * P;
         cols_.resize(T * K);
@@ -204,6 +278,7 @@ public:
         const shape_t expected{batch_, out_, geo_.Ho, geo_.Wo};
         detail::require(detail::to_shape(grad_output.shape()) == expected, "conv2d: expected output gradient of shape ",
                         detail::shape_string(expected), ", got ", detail::shape_string(grad_output.shape()));
+        if constexpr (channel_major) return backward_channel_major(grad_output);
         const std::size_t B = batch_, P = geo_.positions(), K = geo_.patch(), N = out_;
         const std::size_t T = B * P;
         tokens_out_.resize(T * N);  // reused as the token-major output gradient
@@ -256,6 +331,90 @@ public:
     detail::projection<Policy, ActBits>& core() { return core_; }
 
 private:
+    /// fp32 and fp16 do nothing per token, so they skip the token-major detour: the patches are
+    /// unfolded channel-major, colsT [K, B*P], and one product W [N, K] x colsT gives the output
+    /// channel-major, [N, B*P], from which each image's [N, P] block is a row copy (no element
+    /// transposes, and the unfold copies whole rows). Per-token policies (ternary, prenorm)
+    /// normalize and quantize tokens, which needs the token-major matrix.
+    static constexpr bool channel_major = !Policy::ternary && !Policy::normalize_input;
+
+    /// The weight the product uses: the shadow weight, or its binary16 rounding in fp16.
+    const float* weight_used() {
+        if constexpr (Policy::half_precision) {
+            w_half_.resize(core_.weight.size());
+            kernels::round_to_half(core_.weight.data(), w_half_.data(), w_half_.size());
+            return w_half_.data();
+        } else {
+            return core_.weight.data();
+        }
+    }
+
+    tensor forward_channel_major(const tensor& x) {
+        const std::size_t B = batch_, P = geo_.positions(), K = geo_.patch(), N = out_, BP = B * P;
+        cols_.resize(K * BP);  // colsT [K, B*P]
+        tokens_out_.resize(N * BP);  // [N, B*P]
+        const std::size_t image = in_ * geo_.H * geo_.W;
+        const float* xs = x.data();
+        float* colsT = cols_.data();
+        parallel_for(
+            B, [&](std::size_t lo, std::size_t hi) {
+                for (std::size_t b = lo; b < hi; ++b) {
+                    detail::unfold_rows(geo_, xs + b * image, colsT + b * P, BP);
+                    if constexpr (Policy::half_precision)
+                        for (std::size_t r = 0; r < K; ++r)
+                            kernels::round_to_half(colsT + r * BP + b * P, colsT + r * BP + b * P, P);
+                }
+            },
+            double(BP) * double(K), 2e5);
+        kernels::sgemm(false, false, N, BP, K, 1.0f, weight_used(), K, colsT, BP, 0.0f, tokens_out_.data(), BP);
+        tensor y(shape_t{B, N, geo_.Ho, geo_.Wo});
+        float* ys = y.data();
+        const float* bias = core_.has_bias() ? core_.bias.data() : nullptr;
+        parallel_for(
+            B, [&](std::size_t lo, std::size_t hi) {
+                for (std::size_t b = lo; b < hi; ++b)
+                    for (std::size_t n = 0; n < N; ++n) {
+                        const float* src = tokens_out_.data() + n * BP + b * P;
+                        float* dst = ys + (b * N + n) * P;
+                        const float add = bias ? bias[n] : 0.0f;
+                        for (std::size_t p = 0; p < P; ++p) dst[p] = src[p] + add;
+                    }
+            },
+            double(BP) * double(N), 2e5);
+        return y;
+    }
+
+    tensor backward_channel_major(const tensor& grad_output) {
+        const std::size_t B = batch_, P = geo_.positions(), K = geo_.patch(), N = out_, BP = B * P;
+        tokens_out_.resize(N * BP);  // dY channel-major [N, B*P]
+        const float* gs = grad_output.data();
+        float* dY = tokens_out_.data();
+        parallel_for(
+            B, [&](std::size_t lo, std::size_t hi) {
+                for (std::size_t b = lo; b < hi; ++b)
+                    for (std::size_t n = 0; n < N; ++n)
+                        std::copy(gs + (b * N + n) * P, gs + (b * N + n + 1) * P, dY + n * BP + b * P);
+            },
+            double(BP) * double(N), 2e5);
+        // dW += dY colsT^T; db += row sums of dY; then dcolsT = W^T dY overwrites colsT.
+        kernels::sgemm(false, true, N, K, BP, 1.0f, dY, BP, cols_.data(), BP, 1.0f, core_.weight_grad.data(), K);
+        if (core_.has_bias()) {
+            float* db = core_.bias_grad.data();
+            for (std::size_t n = 0; n < N; ++n) db[n] += detail::lane_sum(dY + n * BP, BP);  // vectorized
+        }
+        const float* w = Policy::half_precision ? w_half_.data() : core_.weight.data();
+        kernels::sgemm(true, false, K, BP, N, 1.0f, w, K, dY, BP, 0.0f, cols_.data(), BP);
+        tensor dx = zeros({B, in_, geo_.H, geo_.W});
+        const std::size_t image = in_ * geo_.H * geo_.W;
+        float* dxs = dx.data();
+        parallel_for(
+            B, [&](std::size_t lo, std::size_t hi) {
+                for (std::size_t b = lo; b < hi; ++b) detail::fold_rows_add(geo_, cols_.data() + b * P, BP, dxs + b * image);
+            },
+            double(BP) * double(K), 2e5);
+        return dx;
+    }
+
     detail::im2col_geometry geometry(std::size_t H, std::size_t W) const {
         detail::im2col_geometry g;
         g.C = in_;
@@ -284,7 +443,7 @@ private:
     conv2d_options opt_;
     detail::im2col_geometry geo_;
     std::size_t batch_ = 0;
-    std::vector<float> cols_, tokens_out_;
+    std::vector<float> cols_, tokens_out_, w_half_;
 };
 
 }  // namespace tern

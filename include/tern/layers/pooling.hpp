@@ -102,6 +102,10 @@ public:
             const float* in = xs + plane * H_ * W_;
             float* out = ys + plane * Ho_ * Wo_;
             std::uint32_t* arg = argmax_.data() + plane * Ho_ * Wo_;
+            if (k_ == 2 && s_ == 2 && p_ == 0) {  // the common 2x2 pool: no window arithmetic
+                forward_2x2(in, out, arg);
+                return;
+            }
             for (std::size_t oh = 0; oh < Ho_; ++oh) {
                 std::size_t h0, h1;
                 range(oh, H_, h0, h1);
@@ -143,6 +147,35 @@ public:
     std::string describe() const { return pool_window::describe(); }
 
 private:
+    /// forward for kernel 2, stride 2, no padding: the same strict first-maximum-wins scan over
+    /// (h, w) in order as the general loop, written branch-free so it vectorizes.
+    void forward_2x2(const float* in, float* out, std::uint32_t* arg) const {
+        for (std::size_t oh = 0; oh < Ho_; ++oh)
+            max_2x2_row(in + 2 * oh * W_, in + (2 * oh + 1) * W_, out + oh * Wo_, arg + oh * Wo_,
+                        std::uint32_t(2 * oh * W_), std::uint32_t(W_), Wo_);
+    }
+
+    static void max_2x2_row(const float* __restrict r0, const float* __restrict r1, float* __restrict out,
+                            std::uint32_t* __restrict arg, std::uint32_t base, std::uint32_t W, std::size_t Wo) {
+        for (std::size_t ow = 0; ow < Wo; ++ow) {
+            const float v0 = r0[2 * ow], v1 = r0[2 * ow + 1], v2 = r1[2 * ow], v3 = r1[2 * ow + 1];
+            float best = -std::numeric_limits<float>::infinity();
+            std::uint32_t at = 0;  // offset of the winner from the window's top-left element
+            bool take = v0 > best;
+            best = take ? v0 : best;
+            take = v1 > best;
+            best = take ? v1 : best;
+            at = take ? 1u : at;
+            take = v2 > best;
+            best = take ? v2 : best;
+            at = take ? W : at;
+            take = v3 > best;
+            at = take ? W + 1u : at;
+            out[ow] = at == 0 ? v0 : at == 1 ? v1 : at == W ? v2 : v3;  // W >= 2: the offsets differ
+            arg[ow] = base + 2u * std::uint32_t(ow) + at;
+        }
+    }
+
     std::vector<std::uint32_t> argmax_;  // index of the winner within its H x W plane
 };
 
