@@ -61,7 +61,7 @@ run_result train(const tern::data::dataset& data, std::size_t batch, std::size_t
         }
         tern::zero_gradients(params);
         r.final_loss = loss.forward(model.forward(b.inputs), b.labels);
-        model.backward(loss.backward());
+        tern::backward_parameters(model, loss.backward());
         optimizer.step();
     }
     r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();

@@ -46,7 +46,7 @@ run_result train_steps(const tern::data::dataset& train, std::size_t steps, std:
         tern::zero_gradients(params);
         const tern::tensor logits = model.forward(b.inputs);
         value = loss.forward(logits, b.labels);
-        model.backward(loss.backward());
+        tern::backward_parameters(model, loss.backward());
         opt.step();
     };
     float value = 0;

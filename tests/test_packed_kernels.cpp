@@ -228,9 +228,6 @@ TEST_CASE("large layers use threads and stay exact", "[packed][gemm][threads]") 
     std::mt19937 rng(4);
     const std::size_t N = 1030, K = 1100;
     const auto w = random_ternary(N * K, rng);
-    // Uses the pool as it is: on this machine it already has 2 threads. (Resizing a pool that has
-    // run work is unsafe in threads.hpp today: a new worker starts with seen = 0 and may run the
-    // previous, finished task, so this test does not call set_num_threads after parallel work.)
     if (tern::num_threads() < 2) tern::set_num_threads(2);
     REQUIRE(tern::num_threads() >= 2);
     check_all_paths(w, N, K, random_activations(1, K, rng));

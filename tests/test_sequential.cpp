@@ -106,3 +106,55 @@ TEST_CASE("residual blocks add the shortcut, nest, convert and gradient-check", 
     auto bad = tern::residual{tern::linear<tern::fp32>(4, 3), tern::identity{}};
     REQUIRE_THROWS_WITH(bad.forward(tern::zeros({2, 4})), Catch::Contains("[2, 3]") && Catch::Contains("[2, 4]"));
 }
+
+namespace {
+
+/// Parameter gradients of @p model after one backward (or backward_parameters) from @p g.
+template <class Model>
+std::vector<tern::tensor> gradients_after(Model& model, const tern::tensor& x, const tern::tensor& g, bool full) {
+    auto params = model.parameters();
+    for (auto& p : params)
+        if (p.grad) p.grad->fill(0.0f);  // buffers (batch-norm statistics) have no gradient
+    (void)model.forward(x);
+    if (full) (void)model.backward(g);
+    else tern::backward_parameters(model, g);
+    std::vector<tern::tensor> out;
+    for (auto& p : params)
+        if (p.grad) out.push_back(*p.grad);
+    return out;
+}
+
+template <class Model>
+void check_backward_parameters(Model& model, const tern::tensor& x) {
+    const tern::tensor y = model.forward(x);
+    const tern::tensor g = tern_test::random_tensor(tern::detail::to_shape(y.shape()), 77);
+    const auto want = gradients_after(model, x, g, true);
+    const auto got = gradients_after(model, x, g, false);
+    REQUIRE(got.size() == want.size());
+    for (std::size_t i = 0; i < got.size(); ++i) {
+        INFO("parameter " << i);
+        const bool same = got[i] == want[i];
+        CHECK(same);
+    }
+}
+
+}  // namespace
+
+TEMPLATE_TEST_CASE("backward_parameters gives the parameter gradients of backward", "[sequential][backward]",
+                   tern::fp32, tern::fp16, tern::absmean_ternary, tern::absmedian_ternary) {
+    tern::manual_seed(31);
+    SECTION("MLP behind a flatten (no gradient for the images or the first product's input)") {
+        auto mlp = tern::sequential{tern::flatten{}, tern::linear<TestType>(12, 8), tern::relu{},
+                                    tern::linear<TestType>(8, 3)};
+        check_backward_parameters(mlp, tern_test::random_tensor({5, 3, 4}, 1));
+    }
+    SECTION("CNN with a convolution first, and with a pinned fp32 one") {
+        auto cnn = tern::sequential{tern::conv2d<TestType>(2, 4, 3, {.padding = 1}, true), tern::relu{},
+                                    tern::max_pool2d(2), tern::flatten{}, tern::linear<TestType>(4 * 3 * 3, 3)};
+        check_backward_parameters(cnn, tern_test::random_tensor({3, 2, 6, 6}, 2));
+        auto pinned = tern::sequential{tern::pinned<tern::conv2d<tern::fp32>>(2, 4, 3, tern::conv2d_options{.stride = 2}),
+                                       tern::batch_norm2d(4), tern::relu{}, tern::flatten{},
+                                       tern::linear<TestType>(4 * 2 * 2, 3)};
+        check_backward_parameters(pinned, tern_test::random_tensor({3, 2, 5, 5}, 3));
+    }
+}

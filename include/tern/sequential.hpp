@@ -51,6 +51,11 @@ public:
         return backward_from<sizeof...(Layers)>(grad_output);
     }
 
+    /// backward without the gradients nobody reads (see tern::backward_parameters): layers before
+    /// the first layer with parameters get no gradient at all, and that layer computes only its
+    /// parameters' gradients.
+    void backward_parameters(const tensor& grad_output) { backward_parameters_from<sizeof...(Layers)>(grad_output); }
+
     /// Named references to every parameter and buffer ("<index>.<name>").
     parameter_list parameters() {
         parameter_list out;
@@ -108,6 +113,21 @@ private:
     tensor backward_from(const tensor& g) {
         if constexpr (I == 1) return std::get<0>(layers_).backward(g);
         else return backward_from<I - 1>(std::get<I - 1>(layers_).backward(g));
+    }
+
+    /// Whether any of the first @p I layers can hold parameters.
+    template <std::size_t I>
+    static constexpr bool parameters_before() {
+        return []<std::size_t... J>(std::index_sequence<J...>) {
+            return (detail::has_parameters<std::tuple_element_t<J, std::tuple<Layers...>>> || ...);
+        }(std::make_index_sequence<I>{});
+    }
+
+    template <std::size_t I>
+    void backward_parameters_from(const tensor& g) {
+        auto& l = std::get<I - 1>(layers_);
+        if constexpr (I == 1 || !parameters_before<I - 1>()) detail::backward_parameters_of(l, g);
+        else backward_parameters_from<I - 1>(l.backward(g));
     }
 
     template <class Fn>

@@ -1858,6 +1858,8 @@ inline void sgemm(bool transpose_a, bool transpose_b, std::size_t M, std::size_t
 ///   - `void collect_parameters(parameter_list&, const std::string& prefix)`;
 ///   - `void set_training(bool)` (dropout, batch norm);
 ///   - `void set_quant_strength(float)` (quantized layers: the lambda of the spec);
+///   - `void backward_parameters(const tensor& grad_output)`: backward without the input gradient,
+///     for a layer whose input gradient nobody reads (the first layer with parameters of a model);
 ///   - `using policy = ...` (layers with a quantization policy);
 ///   - `template <class Q> using rebind = ...` (the same layer in another policy) with a converting
 ///     constructor, so a model converts between policies without restating its architecture.
@@ -1888,6 +1890,19 @@ void collect_parameters_of(L& l, parameter_list& out, const std::string& prefix)
 template <class L>
 void set_training_of(L& l, bool training) {
     if constexpr (requires { l.set_training(training); }) l.set_training(training);
+}
+
+/// Layers with parameters (or that may hold some: every layer that can list them).
+template <class L>
+concept has_parameters = requires(L l, parameter_list& out, const std::string& prefix) {
+    l.collect_parameters(out, prefix);
+};
+
+/// Parameter gradients of @p l from @p g, skipping the input gradient where the layer can.
+template <class L>
+void backward_parameters_of(L& l, const tensor& g) {
+    if constexpr (requires { l.backward_parameters(g); }) l.backward_parameters(g);
+    else (void)l.backward(g);
 }
 
 template <class L>
@@ -1922,6 +1937,16 @@ struct rebind_layer<L, Q> {
 /// @brief The type of layer L in policy Q (L itself for layers without a policy).
 template <class L, class Q>
 using rebind_t = typename detail::rebind_layer<L, Q>::type;
+
+/// @brief The training step's backward pass: accumulates the parameter gradients of @p model from
+/// the loss gradient @p grad_output without computing the gradient with respect to the model's
+/// input, which a training loop discards (a sequential model then also skips the input gradients
+/// of the layers before its first layer with parameters, and that layer's own: for an MLP on
+/// images, the 784-wide product of the first linear layer). Falls back to model.backward.
+template <class Model>
+void backward_parameters(Model& model, const tensor& grad_output) {
+    detail::backward_parameters_of(model, grad_output);
+}
 
 }  // namespace tern
 // ----- end tern/layers/layer.hpp -----
@@ -2024,6 +2049,15 @@ public:
 
     /// Accumulates dW and db from g[T x N] and writes dx[T x K] (straight-through estimator).
     void backward(const float* g, float* dx) {
+        backward_parameters(g);
+        const std::size_t T = tokens_, K = in_, N = out_;
+        const float* w_used = (Policy::ternary || Policy::half_precision) ? w_hat_.data() : weight.data();
+        kernels::sgemm(false, false, T, K, N, 1.0f, g, N, w_used, K, 0.0f, dx, K);
+        if constexpr (Policy::normalize_input) normalize_tokens_backward(dx, x_norm_.data(), rstd_.data(), T, K, dx);
+    }
+
+    /// The parameter half of backward: dW += g^T x^, db += column sums of g.
+    void backward_parameters(const float* g) {
         const std::size_t T = tokens_, K = in_, N = out_;
         kernels::sgemm(true, false, N, K, T, 1.0f, g, N, x_hat_.data(), K, 1.0f, weight_grad.data(), K);
         if (has_bias()) {
@@ -2031,9 +2065,6 @@ public:
             for (std::size_t t = 0; t < T; ++t)
                 for (std::size_t n = 0; n < N; ++n) db[n] += g[t * N + n];
         }
-        const float* w_used = (Policy::ternary || Policy::half_precision) ? w_hat_.data() : weight.data();
-        kernels::sgemm(false, false, T, K, N, 1.0f, g, N, w_used, K, 0.0f, dx, K);
-        if constexpr (Policy::normalize_input) normalize_tokens_backward(dx, x_norm_.data(), rstd_.data(), T, K, dx);
     }
 
     void collect_parameters(parameter_list& out, const std::string& prefix) {
@@ -2107,13 +2138,16 @@ public:
     }
 
     tensor backward(const tensor& grad_output) {
-        shape_t expected = input_shape_;
-        if (!expected.empty()) expected.back() = core_.out_features();
-        detail::require(detail::to_shape(grad_output.shape()) == expected, "linear: expected output gradient of shape ",
-                        detail::shape_string(expected), ", got ", detail::shape_string(grad_output.shape()));
+        check_grad(grad_output);
         tensor dx(input_shape_);
         core_.backward(grad_output.data(), dx.data());
         return dx;
+    }
+
+    /// backward without the input gradient (see tern::backward_parameters).
+    void backward_parameters(const tensor& grad_output) {
+        check_grad(grad_output);
+        core_.backward_parameters(grad_output.data());
     }
 
     void collect_parameters(parameter_list& out, const std::string& prefix) { core_.collect_parameters(out, prefix); }
@@ -2132,6 +2166,13 @@ public:
     core_type& core() { return core_; }
 
 private:
+    void check_grad(const tensor& grad_output) const {
+        shape_t expected = input_shape_;
+        if (!expected.empty()) expected.back() = core_.out_features();
+        detail::require(detail::to_shape(grad_output.shape()) == expected, "linear: expected output gradient of shape ",
+                        detail::shape_string(expected), ", got ", detail::shape_string(grad_output.shape()));
+    }
+
     core_type core_;
     shape_t input_shape_;
 };
@@ -2949,21 +2990,14 @@ public:
     }
 
     tensor backward(const tensor& grad_output) {
-        const shape_t expected{batch_, out_, geo_.Ho, geo_.Wo};
-        detail::require(detail::to_shape(grad_output.shape()) == expected, "conv2d: expected output gradient of shape ",
-                        detail::shape_string(expected), ", got ", detail::shape_string(grad_output.shape()));
-        if constexpr (channel_major) return backward_channel_major(grad_output);
-        const std::size_t B = batch_, P = geo_.positions(), K = geo_.patch(), N = out_;
-        const std::size_t T = B * P;
-        tokens_out_.resize(T * N);  // reused as the token-major output gradient
-        const float* gs = grad_output.data();
-        parallel_for(
-            B, [&](std::size_t lo, std::size_t hi) {
-                for (std::size_t b = lo; b < hi; ++b)
-                    detail::transpose_block(gs + b * N * P, N, P, tokens_out_.data() + b * P * N);
-            },
-            double(T) * double(N), 2e5);
-        cols_.resize(T * K);  // reused as d(patches)
+        check_grad(grad_output);
+        if constexpr (channel_major) {
+            backward_channel_major(grad_output);
+            return input_gradient_channel_major();
+        }
+        const std::size_t B = batch_, P = geo_.positions(), K = geo_.patch();
+        backward_token_major(grad_output);
+        cols_.resize(B * P * K);  // reused as d(patches)
         core_.backward(tokens_out_.data(), cols_.data());
         tensor dx = zeros({B, in_, geo_.H, geo_.W});
         const std::size_t image = in_ * geo_.H * geo_.W;
@@ -2972,8 +3006,20 @@ public:
             B, [&](std::size_t lo, std::size_t hi) {
                 for (std::size_t b = lo; b < hi; ++b) geo_.fold_add(cols_.data() + b * P * K, dxs + b * image);
             },
-            double(T) * double(K), 2e5);
+            double(B * P) * double(K), 2e5);
         return dx;
+    }
+
+    /// backward without the input gradient (see tern::backward_parameters): for a first layer,
+    /// whose input gradient would be a product and an image-sized fold that nobody reads.
+    void backward_parameters(const tensor& grad_output) {
+        check_grad(grad_output);
+        if constexpr (channel_major) {
+            backward_channel_major(grad_output);
+        } else {
+            backward_token_major(grad_output);
+            core_.backward_parameters(tokens_out_.data());
+        }
     }
 
     void collect_parameters(parameter_list& out, const std::string& prefix) { core_.collect_parameters(out, prefix); }
@@ -3058,9 +3104,30 @@ private:
         return y;
     }
 
-    tensor backward_channel_major(const tensor& grad_output) {
+    void check_grad(const tensor& grad_output) const {
+        const shape_t expected{batch_, out_, geo_.Ho, geo_.Wo};
+        detail::require(detail::to_shape(grad_output.shape()) == expected, "conv2d: expected output gradient of shape ",
+                        detail::shape_string(expected), ", got ", detail::shape_string(grad_output.shape()));
+    }
+
+    /// Token-major path: the output gradient transposed to [B*P, N] into tokens_out_.
+    void backward_token_major(const tensor& grad_output) {
+        const std::size_t B = batch_, P = geo_.positions(), N = out_;
+        tokens_out_.resize(B * P * N);
+        const float* gs = grad_output.data();
+        parallel_for(
+            B, [&](std::size_t lo, std::size_t hi) {
+                for (std::size_t b = lo; b < hi; ++b)
+                    detail::transpose_block(gs + b * N * P, N, P, tokens_out_.data() + b * P * N);
+            },
+            double(B * P) * double(N), 2e5);
+    }
+
+    /// Channel-major path, parameter half: dY [N, B*P] into tokens_out_, dW += dY colsT^T,
+    /// db += row sums of dY.
+    void backward_channel_major(const tensor& grad_output) {
         const std::size_t B = batch_, P = geo_.positions(), K = geo_.patch(), N = out_, BP = B * P;
-        tokens_out_.resize(N * BP);  // dY channel-major [N, B*P]
+        tokens_out_.resize(N * BP);
         const float* gs = grad_output.data();
         float* dY = tokens_out_.data();
         parallel_for(
@@ -3070,14 +3137,19 @@ private:
                         std::copy(gs + (b * N + n) * P, gs + (b * N + n + 1) * P, dY + n * BP + b * P);
             },
             double(BP) * double(N), 2e5);
-        // dW += dY colsT^T; db += row sums of dY; then dcolsT = W^T dY overwrites colsT.
         kernels::sgemm(false, true, N, K, BP, 1.0f, dY, BP, cols_.data(), BP, 1.0f, core_.weight_grad.data(), K);
         if (core_.has_bias()) {
             float* db = core_.bias_grad.data();
             for (std::size_t n = 0; n < N; ++n) db[n] += detail::lane_sum(dY + n * BP, BP);  // vectorized
         }
+    }
+
+    /// Channel-major path, input half (after backward_channel_major): dcolsT = W^T dY overwrites
+    /// colsT, then folds into dx.
+    tensor input_gradient_channel_major() {
+        const std::size_t B = batch_, P = geo_.positions(), K = geo_.patch(), N = out_, BP = B * P;
         const float* w = Policy::half_precision ? w_half_.data() : core_.weight.data();
-        kernels::sgemm(true, false, K, BP, N, 1.0f, w, K, dY, BP, 0.0f, cols_.data(), BP);
+        kernels::sgemm(true, false, K, BP, N, 1.0f, w, K, tokens_out_.data(), BP, 0.0f, cols_.data(), BP);
         tensor dx = zeros({B, in_, geo_.H, geo_.W});
         const std::size_t image = in_ * geo_.H * geo_.W;
         float* dxs = dx.data();
@@ -4780,6 +4852,11 @@ public:
         return backward_from<sizeof...(Layers)>(grad_output);
     }
 
+    /// backward without the gradients nobody reads (see tern::backward_parameters): layers before
+    /// the first layer with parameters get no gradient at all, and that layer computes only its
+    /// parameters' gradients.
+    void backward_parameters(const tensor& grad_output) { backward_parameters_from<sizeof...(Layers)>(grad_output); }
+
     /// Named references to every parameter and buffer ("<index>.<name>").
     parameter_list parameters() {
         parameter_list out;
@@ -4837,6 +4914,21 @@ private:
     tensor backward_from(const tensor& g) {
         if constexpr (I == 1) return std::get<0>(layers_).backward(g);
         else return backward_from<I - 1>(std::get<I - 1>(layers_).backward(g));
+    }
+
+    /// Whether any of the first @p I layers can hold parameters.
+    template <std::size_t I>
+    static constexpr bool parameters_before() {
+        return []<std::size_t... J>(std::index_sequence<J...>) {
+            return (detail::has_parameters<std::tuple_element_t<J, std::tuple<Layers...>>> || ...);
+        }(std::make_index_sequence<I>{});
+    }
+
+    template <std::size_t I>
+    void backward_parameters_from(const tensor& g) {
+        auto& l = std::get<I - 1>(layers_);
+        if constexpr (I == 1 || !parameters_before<I - 1>()) detail::backward_parameters_of(l, g);
+        else backward_parameters_from<I - 1>(l.backward(g));
     }
 
     template <class Fn>
@@ -11679,7 +11771,7 @@ epoch_stats train_classifier_epoch(Model& model, softmax_cross_entropy& loss, Op
         } catch (const error& e) {
             detail::fail(options.title, ", step ", global_step, ": ", e.what());
         }
-        model.backward(loss.backward());
+        tern::backward_parameters(model, loss.backward());
         if (options.clip_norm > 0) clip_grad_norm(params, options.clip_norm);
         optimizer.step();
         ++global_step;

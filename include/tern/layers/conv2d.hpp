@@ -275,21 +275,14 @@ public:
     }
 
     tensor backward(const tensor& grad_output) {
-        const shape_t expected{batch_, out_, geo_.Ho, geo_.Wo};
-        detail::require(detail::to_shape(grad_output.shape()) == expected, "conv2d: expected output gradient of shape ",
-                        detail::shape_string(expected), ", got ", detail::shape_string(grad_output.shape()));
-        if constexpr (channel_major) return backward_channel_major(grad_output);
-        const std::size_t B = batch_, P = geo_.positions(), K = geo_.patch(), N = out_;
-        const std::size_t T = B * P;
-        tokens_out_.resize(T * N);  // reused as the token-major output gradient
-        const float* gs = grad_output.data();
-        parallel_for(
-            B, [&](std::size_t lo, std::size_t hi) {
-                for (std::size_t b = lo; b < hi; ++b)
-                    detail::transpose_block(gs + b * N * P, N, P, tokens_out_.data() + b * P * N);
-            },
-            double(T) * double(N), 2e5);
-        cols_.resize(T * K);  // reused as d(patches)
+        check_grad(grad_output);
+        if constexpr (channel_major) {
+            backward_channel_major(grad_output);
+            return input_gradient_channel_major();
+        }
+        const std::size_t B = batch_, P = geo_.positions(), K = geo_.patch();
+        backward_token_major(grad_output);
+        cols_.resize(B * P * K);  // reused as d(patches)
         core_.backward(tokens_out_.data(), cols_.data());
         tensor dx = zeros({B, in_, geo_.H, geo_.W});
         const std::size_t image = in_ * geo_.H * geo_.W;
@@ -298,8 +291,20 @@ public:
             B, [&](std::size_t lo, std::size_t hi) {
                 for (std::size_t b = lo; b < hi; ++b) geo_.fold_add(cols_.data() + b * P * K, dxs + b * image);
             },
-            double(T) * double(K), 2e5);
+            double(B * P) * double(K), 2e5);
         return dx;
+    }
+
+    /// backward without the input gradient (see tern::backward_parameters): for a first layer,
+    /// whose input gradient would be a product and an image-sized fold that nobody reads.
+    void backward_parameters(const tensor& grad_output) {
+        check_grad(grad_output);
+        if constexpr (channel_major) {
+            backward_channel_major(grad_output);
+        } else {
+            backward_token_major(grad_output);
+            core_.backward_parameters(tokens_out_.data());
+        }
     }
 
     void collect_parameters(parameter_list& out, const std::string& prefix) { core_.collect_parameters(out, prefix); }
@@ -384,9 +389,30 @@ private:
         return y;
     }
 
-    tensor backward_channel_major(const tensor& grad_output) {
+    void check_grad(const tensor& grad_output) const {
+        const shape_t expected{batch_, out_, geo_.Ho, geo_.Wo};
+        detail::require(detail::to_shape(grad_output.shape()) == expected, "conv2d: expected output gradient of shape ",
+                        detail::shape_string(expected), ", got ", detail::shape_string(grad_output.shape()));
+    }
+
+    /// Token-major path: the output gradient transposed to [B*P, N] into tokens_out_.
+    void backward_token_major(const tensor& grad_output) {
+        const std::size_t B = batch_, P = geo_.positions(), N = out_;
+        tokens_out_.resize(B * P * N);
+        const float* gs = grad_output.data();
+        parallel_for(
+            B, [&](std::size_t lo, std::size_t hi) {
+                for (std::size_t b = lo; b < hi; ++b)
+                    detail::transpose_block(gs + b * N * P, N, P, tokens_out_.data() + b * P * N);
+            },
+            double(B * P) * double(N), 2e5);
+    }
+
+    /// Channel-major path, parameter half: dY [N, B*P] into tokens_out_, dW += dY colsT^T,
+    /// db += row sums of dY.
+    void backward_channel_major(const tensor& grad_output) {
         const std::size_t B = batch_, P = geo_.positions(), K = geo_.patch(), N = out_, BP = B * P;
-        tokens_out_.resize(N * BP);  // dY channel-major [N, B*P]
+        tokens_out_.resize(N * BP);
         const float* gs = grad_output.data();
         float* dY = tokens_out_.data();
         parallel_for(
@@ -396,14 +422,19 @@ private:
                         std::copy(gs + (b * N + n) * P, gs + (b * N + n + 1) * P, dY + n * BP + b * P);
             },
             double(BP) * double(N), 2e5);
-        // dW += dY colsT^T; db += row sums of dY; then dcolsT = W^T dY overwrites colsT.
         kernels::sgemm(false, true, N, K, BP, 1.0f, dY, BP, cols_.data(), BP, 1.0f, core_.weight_grad.data(), K);
         if (core_.has_bias()) {
             float* db = core_.bias_grad.data();
             for (std::size_t n = 0; n < N; ++n) db[n] += detail::lane_sum(dY + n * BP, BP);  // vectorized
         }
+    }
+
+    /// Channel-major path, input half (after backward_channel_major): dcolsT = W^T dY overwrites
+    /// colsT, then folds into dx.
+    tensor input_gradient_channel_major() {
+        const std::size_t B = batch_, P = geo_.positions(), K = geo_.patch(), N = out_, BP = B * P;
         const float* w = Policy::half_precision ? w_half_.data() : core_.weight.data();
-        kernels::sgemm(true, false, K, BP, N, 1.0f, w, K, dY, BP, 0.0f, cols_.data(), BP);
+        kernels::sgemm(true, false, K, BP, N, 1.0f, w, K, tokens_out_.data(), BP, 0.0f, cols_.data(), BP);
         tensor dx = zeros({B, in_, geo_.H, geo_.W});
         const std::size_t image = in_ * geo_.H * geo_.W;
         float* dxs = dx.data();

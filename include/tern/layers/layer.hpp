@@ -11,6 +11,8 @@
 ///   - `void collect_parameters(parameter_list&, const std::string& prefix)`;
 ///   - `void set_training(bool)` (dropout, batch norm);
 ///   - `void set_quant_strength(float)` (quantized layers: the lambda of the spec);
+///   - `void backward_parameters(const tensor& grad_output)`: backward without the input gradient,
+///     for a layer whose input gradient nobody reads (the first layer with parameters of a model);
 ///   - `using policy = ...` (layers with a quantization policy);
 ///   - `template <class Q> using rebind = ...` (the same layer in another policy) with a converting
 ///     constructor, so a model converts between policies without restating its architecture.
@@ -45,6 +47,19 @@ void set_training_of(L& l, bool training) {
     if constexpr (requires { l.set_training(training); }) l.set_training(training);
 }
 
+/// Layers with parameters (or that may hold some: every layer that can list them).
+template <class L>
+concept has_parameters = requires(L l, parameter_list& out, const std::string& prefix) {
+    l.collect_parameters(out, prefix);
+};
+
+/// Parameter gradients of @p l from @p g, skipping the input gradient where the layer can.
+template <class L>
+void backward_parameters_of(L& l, const tensor& g) {
+    if constexpr (requires { l.backward_parameters(g); }) l.backward_parameters(g);
+    else (void)l.backward(g);
+}
+
 template <class L>
 void set_quant_strength_of(L& l, float lambda) {
     if constexpr (requires { l.set_quant_strength(lambda); }) l.set_quant_strength(lambda);
@@ -77,5 +92,15 @@ struct rebind_layer<L, Q> {
 /// @brief The type of layer L in policy Q (L itself for layers without a policy).
 template <class L, class Q>
 using rebind_t = typename detail::rebind_layer<L, Q>::type;
+
+/// @brief The training step's backward pass: accumulates the parameter gradients of @p model from
+/// the loss gradient @p grad_output without computing the gradient with respect to the model's
+/// input, which a training loop discards (a sequential model then also skips the input gradients
+/// of the layers before its first layer with parameters, and that layer's own: for an MLP on
+/// images, the 784-wide product of the first linear layer). Falls back to model.backward.
+template <class Model>
+void backward_parameters(Model& model, const tensor& grad_output) {
+    detail::backward_parameters_of(model, grad_output);
+}
 
 }  // namespace tern

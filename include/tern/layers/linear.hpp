@@ -50,13 +50,16 @@ public:
     }
 
     tensor backward(const tensor& grad_output) {
-        shape_t expected = input_shape_;
-        if (!expected.empty()) expected.back() = core_.out_features();
-        detail::require(detail::to_shape(grad_output.shape()) == expected, "linear: expected output gradient of shape ",
-                        detail::shape_string(expected), ", got ", detail::shape_string(grad_output.shape()));
+        check_grad(grad_output);
         tensor dx(input_shape_);
         core_.backward(grad_output.data(), dx.data());
         return dx;
+    }
+
+    /// backward without the input gradient (see tern::backward_parameters).
+    void backward_parameters(const tensor& grad_output) {
+        check_grad(grad_output);
+        core_.backward_parameters(grad_output.data());
     }
 
     void collect_parameters(parameter_list& out, const std::string& prefix) { core_.collect_parameters(out, prefix); }
@@ -75,6 +78,13 @@ public:
     core_type& core() { return core_; }
 
 private:
+    void check_grad(const tensor& grad_output) const {
+        shape_t expected = input_shape_;
+        if (!expected.empty()) expected.back() = core_.out_features();
+        detail::require(detail::to_shape(grad_output.shape()) == expected, "linear: expected output gradient of shape ",
+                        detail::shape_string(expected), ", got ", detail::shape_string(grad_output.shape()));
+    }
+
     core_type core_;
     shape_t input_shape_;
 };

@@ -98,6 +98,15 @@ public:
 
     /// Accumulates dW and db from g[T x N] and writes dx[T x K] (straight-through estimator).
     void backward(const float* g, float* dx) {
+        backward_parameters(g);
+        const std::size_t T = tokens_, K = in_, N = out_;
+        const float* w_used = (Policy::ternary || Policy::half_precision) ? w_hat_.data() : weight.data();
+        kernels::sgemm(false, false, T, K, N, 1.0f, g, N, w_used, K, 0.0f, dx, K);
+        if constexpr (Policy::normalize_input) normalize_tokens_backward(dx, x_norm_.data(), rstd_.data(), T, K, dx);
+    }
+
+    /// The parameter half of backward: dW += g^T x^, db += column sums of g.
+    void backward_parameters(const float* g) {
         const std::size_t T = tokens_, K = in_, N = out_;
         kernels::sgemm(true, false, N, K, T, 1.0f, g, N, x_hat_.data(), K, 1.0f, weight_grad.data(), K);
         if (has_bias()) {
@@ -105,9 +114,6 @@ public:
             for (std::size_t t = 0; t < T; ++t)
                 for (std::size_t n = 0; n < N; ++n) db[n] += g[t * N + n];
         }
-        const float* w_used = (Policy::ternary || Policy::half_precision) ? w_hat_.data() : weight.data();
-        kernels::sgemm(false, false, T, K, N, 1.0f, g, N, w_used, K, 0.0f, dx, K);
-        if constexpr (Policy::normalize_input) normalize_tokens_backward(dx, x_norm_.data(), rstd_.data(), T, K, dx);
     }
 
     void collect_parameters(parameter_list& out, const std::string& prefix) {

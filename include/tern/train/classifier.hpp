@@ -8,6 +8,7 @@
 #include <string>
 
 #include "../data/batches.hpp"
+#include "../layers/layer.hpp"
 #include "../loss.hpp"
 #include "../optim/clip.hpp"
 #include "metrics.hpp"
@@ -64,7 +65,7 @@ epoch_stats train_classifier_epoch(Model& model, softmax_cross_entropy& loss, Op
         } catch (const error& e) {
             detail::fail(options.title, ", step ", global_step, ": ", e.what());
         }
-        model.backward(loss.backward());
+        tern::backward_parameters(model, loss.backward());
         if (options.clip_norm > 0) clip_grad_norm(params, options.clip_norm);
         optimizer.step();
         ++global_step;
