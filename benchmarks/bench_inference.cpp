@@ -16,7 +16,6 @@
 //
 //   bench_inference [--data DIR] [--quick]
 #include <algorithm>
-#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <functional>
@@ -231,16 +230,13 @@ int main(int argc, char** argv) {
     const tern::sample_options greedy{.temperature = 0.0f, .top_k = 0, .seed = 1};
     const bool lm_same = tern::generate_tokens(lm_frozen, prompt, gen, greedy) == lm_q.generate(prompt, gen, greedy);
     all_identical = all_identical && lm_same;
-    double lm_tps = 0, lm_fp_tps = 0;
-    for (int rep = 0; rep < 3; ++rep) {  // interleaved; best of 3
-        auto t0 = std::chrono::steady_clock::now();
-        (void)tern::generate_tokens(lm_frozen, prompt, gen, greedy);
-        auto t1 = std::chrono::steady_clock::now();
-        (void)lm_fp.generate(prompt, gen, greedy);
-        auto t2 = std::chrono::steady_clock::now();
-        lm_tps = std::max(lm_tps, double(gen) / std::chrono::duration<double>(t1 - t0).count());
-        lm_fp_tps = std::max(lm_fp_tps, double(gen) / std::chrono::duration<double>(t2 - t1).count());
-    }
+    // Medians of interleaved rounds of CPU time, as for the MLP (each call: prompt + 128 tokens).
+    std::size_t generated = 0;
+    const auto lm_t = time_interleaved({[&] { generated += tern::generate_tokens(lm_frozen, prompt, gen, greedy).size(); },
+                                        [&] { generated += lm_fp.generate(prompt, gen, greedy).size(); }},
+                                       quick ? 5 : 15);
+    const double lm_tps = double(gen) / lm_t[0], lm_fp_tps = double(gen) / lm_t[1];
+    tern::detail::require(generated > 0, "bench_inference: generation produced no tokens");
     const double lm_ratio = lm_tps / lm_fp_tps;
     std::printf("LM generation (vocab 256, d 256, 4 layers, prompt %zu, %zu tokens, 1 thread): packed %.1f tokens/s, "
                 "fp32 %.1f tokens/s, %.2fx; greedy tokens %s the training model's\n",

@@ -9734,22 +9734,12 @@ public:
                 const float* Kh = keys_.data() + b * capacity_ * D + h * hd;
                 const float* Vh = values_.data() + b * capacity_ * D + h * hd;
                 float* S = scores_.data();
-                for (std::size_t r = 0; r < t; ++r) {
-                    const float* qr = q_.data() + (b * t + r) * D + h * hd;
-                    const std::size_t visible = pos0 + r + 1;
-                    for (std::size_t j = 0; j < visible; ++j) S[r * Tk + j] = scale * detail::dot8(qr, Kh + j * D, hd);
-                }
+                // The same products as the training layer's cached attention (its SIMD GEMV/GEMM
+                // kernels); the masked scores become exactly 0, so the context product may run
+                // over all Tk keys.
+                kernels::sgemm(false, true, t, Tk, hd, scale, q_.data() + b * t * D + h * hd, D, Kh, D, 0.0f, S, Tk);
                 detail::causal_softmax_rows(S, t, Tk, Tk, pos0);
-                for (std::size_t r = 0; r < t; ++r) {
-                    float* c = ctx_.data() + (b * t + r) * D + h * hd;
-                    std::fill(c, c + hd, 0.0f);
-                    const std::size_t visible = pos0 + r + 1;
-                    for (std::size_t j = 0; j < visible; ++j) {
-                        const float pj = S[r * Tk + j];
-                        const float* vj = Vh + j * D;
-                        for (std::size_t i = 0; i < hd; ++i) c[i] += pj * vj[i];
-                    }
-                }
+                kernels::sgemm(false, false, t, hd, Tk, 1.0f, S, Tk, Vh, D, 0.0f, ctx_.data() + b * t * D + h * hd, D);
             }
         length_ = Tk;
         const tensor& a = p_.o->forward(ctx_);
