@@ -2,6 +2,8 @@
 // layers' quantized forward (lambda 1), packing round trips, storage cost, and malformed files.
 #include <catch2/catch.hpp>
 
+#include "freeze_support.hpp"
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -29,6 +31,11 @@ namespace fs = std::filesystem;
 
 namespace {
 
+using tern_test::argmax_rows;
+using tern_test::max_row_relative_diff;
+using tern_test::require_error;
+using tern_test::temp_dir;
+
 tern::tensor random_input(const tern::shape_t& shape, std::mt19937& rng, float mean = 0.2f, float sd = 1.0f) {
     tern::tensor x = tern::tensor::from_shape(shape);
     std::normal_distribution<float> d(mean, sd);
@@ -36,63 +43,14 @@ tern::tensor random_input(const tern::shape_t& shape, std::mt19937& rng, float m
     return x;
 }
 
-/// Largest |a - b| relative to the largest |b| of the same row (rows = last axis).
-double max_row_relative_diff(const tern::tensor& a, const tern::tensor& b) {
-    REQUIRE(a.shape() == b.shape());
-    const std::size_t N = b.shape().back(), rows = b.size() / N;
-    double worst = 0;
-    for (std::size_t r = 0; r < rows; ++r) {
-        double scale = 1e-6;
-        for (std::size_t n = 0; n < N; ++n) scale = std::max(scale, double(std::fabs(b.data()[r * N + n])));
-        for (std::size_t n = 0; n < N; ++n)
-            worst = std::max(worst, std::fabs(double(a.data()[r * N + n]) - double(b.data()[r * N + n])) / scale);
-    }
-    return worst;
-}
-
-std::vector<std::size_t> argmax_rows(const tern::tensor& y) {
-    const std::size_t N = y.shape().back(), rows = y.size() / N;
-    std::vector<std::size_t> out(rows);
-    for (std::size_t r = 0; r < rows; ++r)
-        out[r] = std::size_t(std::max_element(y.data() + r * N, y.data() + (r + 1) * N) - (y.data() + r * N));
-    return out;
-}
-
 bool bitwise_equal(const tern::tensor& a, const tern::tensor& b) {
     return a.shape() == b.shape() && std::equal(a.begin(), a.end(), b.begin());
 }
-
-struct temp_dir {
-    fs::path path;
-    temp_dir() {
-        path = fs::temp_directory_path() / ("tern_test_freeze_" + std::to_string(std::random_device{}()));
-        fs::create_directories(path);
-    }
-    ~temp_dir() {
-        std::error_code ec;
-        fs::remove_all(path, ec);
-    }
-    fs::path operator/(const std::string& name) const { return path / name; }
-};
 
 template <class P>
 auto make_mlp(std::size_t in, std::size_t hidden, std::size_t classes) {
     return tern::sequential{tern::flatten{},         tern::linear<P>(in, hidden), tern::relu{},
                             tern::linear<P>(hidden, hidden), tern::relu{}, tern::linear<P>(hidden, classes)};
-}
-
-/// Runs @p fn and checks that it throws tern::error whose message contains every one of @p parts.
-template <class Fn>
-void require_error(Fn&& fn, const std::vector<std::string>& parts) {
-    try {
-        fn();
-    } catch (const tern::error& e) {
-        const std::string msg = e.what();
-        INFO("message: " << msg);
-        for (const auto& p : parts) CHECK(msg.find(p) != std::string::npos);
-        return;
-    }
-    FAIL("expected a tern::error");
 }
 
 }  // namespace
@@ -192,7 +150,7 @@ TEMPLATE_TEST_CASE("frozen MLP matches the training model and predicts the same 
 TEST_CASE("packed file round trip gives identical outputs", "[freeze][file]") {
     tern::manual_seed(4);
     std::mt19937 rng(9);
-    temp_dir dir;
+    temp_dir dir("tern_test_freeze_");
     auto model = make_mlp<tern::absmedian_ternary>(784, 128, 10);
     auto frozen = tern::freeze(model);
     const tern::tensor probe = random_input({7, 784}, rng);
@@ -245,7 +203,7 @@ TEST_CASE("mixed model: residual, norms, gelu, silu, dropout, fp16 and a pinned 
     CHECK(max_row_relative_diff(y, y_train) < 1e-2);
     CHECK(argmax_rows(y) == argmax_rows(y_train));
 
-    temp_dir dir;
+    temp_dir dir("tern_test_freeze_");
     tern::packed_save_options opt;
     opt.test_inputs = random_input({2, 64}, rng);
     tern::save_packed_model(dir / "mixed.safetensors", frozen, opt);
@@ -256,7 +214,7 @@ TEST_CASE("mixed model: residual, norms, gelu, silu, dropout, fp16 and a pinned 
 
 TEST_CASE("a 784x256 ternary layer costs at most 2.1 bits per weight in memory and on disk", "[freeze][size]") {
     tern::manual_seed(1);
-    temp_dir dir;
+    temp_dir dir("tern_test_freeze_");
     auto model = tern::sequential{tern::linear<tern::absmean_ternary>(784, 256)};
     auto frozen = tern::freeze(model);
     const double weights = 784.0 * 256.0;
@@ -289,7 +247,7 @@ TEST_CASE("frozen layers check their input", "[freeze]") {
 TEST_CASE("malformed packed files raise clear errors", "[freeze][file]") {
     tern::manual_seed(6);
     std::mt19937 rng(7);
-    temp_dir dir;
+    temp_dir dir("tern_test_freeze_");
     auto model = make_mlp<tern::absmean_ternary>(784, 64, 10);
     auto frozen = tern::freeze(model);
     tern::packed_save_options opt;
@@ -444,7 +402,7 @@ TEST_CASE("layer kinds registered outside the core save and load", "[freeze][fil
     REQUIRE(times_two_registered);
     tern::manual_seed(21);
     std::mt19937 rng(22);
-    temp_dir dir;
+    temp_dir dir("tern_test_freeze_");
     auto frozen = tern::freeze(tern::sequential{tern::linear<tern::absmean_ternary>(40, 12), tern::relu{}});
     tern::layer_list layers;
     layers.push_back(std::make_unique<tern::frozen_linear>(

@@ -3,6 +3,8 @@
 // packed file round trips and malformed files.
 #include <catch2/catch.hpp>
 
+#include "freeze_support.hpp"
+
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
@@ -29,59 +31,17 @@ namespace fs = std::filesystem;
 
 namespace {
 
+using tern_test::argmax_rows;
+using tern_test::max_row_relative_diff;
+using tern_test::require_error;
+using tern_test::temp_dir;
+
 tern::tensor random_input(const tern::shape_t& shape, std::mt19937& rng) {
     tern::tensor x = tern::tensor::from_shape(shape);
     std::normal_distribution<float> d(0.1f, 1.0f);
     for (auto& v : x) v = d(rng);
     return x;
 }
-
-double max_row_relative_diff(const tern::tensor& a, const tern::tensor& b) {
-    REQUIRE(a.shape() == b.shape());
-    const std::size_t N = b.shape().back(), rows = b.size() / N;
-    double worst = 0;
-    for (std::size_t r = 0; r < rows; ++r) {
-        double scale = 1e-6;
-        for (std::size_t n = 0; n < N; ++n) scale = std::max(scale, double(std::fabs(b.data()[r * N + n])));
-        for (std::size_t n = 0; n < N; ++n)
-            worst = std::max(worst, std::fabs(double(a.data()[r * N + n]) - double(b.data()[r * N + n])) / scale);
-    }
-    return worst;
-}
-
-std::vector<std::size_t> argmax_rows(const tern::tensor& y) {
-    const std::size_t N = y.shape().back(), rows = y.size() / N;
-    std::vector<std::size_t> out(rows);
-    for (std::size_t r = 0; r < rows; ++r)
-        out[r] = std::size_t(std::max_element(y.data() + r * N, y.data() + (r + 1) * N) - (y.data() + r * N));
-    return out;
-}
-
-template <class Fn>
-void require_error(Fn&& fn, const std::vector<std::string>& parts) {
-    try {
-        fn();
-    } catch (const tern::error& e) {
-        const std::string msg = e.what();
-        INFO("message: " << msg);
-        for (const auto& p : parts) CHECK(msg.find(p) != std::string::npos);
-        return;
-    }
-    FAIL("expected a tern::error");
-}
-
-struct temp_dir {
-    fs::path path;
-    temp_dir() {
-        path = fs::temp_directory_path() / ("tern_test_freeze_cnn_" + std::to_string(std::random_device{}()));
-        fs::create_directories(path);
-    }
-    ~temp_dir() {
-        std::error_code ec;
-        fs::remove_all(path, ec);
-    }
-    fs::path operator/(const std::string& name) const { return path / name; }
-};
 
 /// The small CNN of examples/cnn (narrower), on 1 x 12 x 12 images.
 template <class P, class First>
@@ -144,7 +104,7 @@ void check_frozen_equals_training(Model& model, std::mt19937& rng, double tolera
     CHECK(argmax_rows(y) == argmax_rows(y_train));
 
     // Packed file round trip: the loaded model computes the same bits.
-    temp_dir dir;
+    temp_dir dir("tern_test_freeze_cnn_");
     const fs::path file = dir / "cnn.tern";
     tern::save_packed_model(file, frozen, {.test_inputs = random_input({3, 1, 12, 12}, rng), .metadata = {}});
     tern::inference_model loaded = tern::load_packed_model(file);

@@ -2,6 +2,8 @@
 // decoder_lm's forward at lambda 1 (every position), generation, packed files and malformed files.
 #include <catch2/catch.hpp>
 
+#include "freeze_support.hpp"
+
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
@@ -20,43 +22,12 @@ namespace fs = std::filesystem;
 
 namespace {
 
-/// Largest |a - b| over rows of the last axis, relative to the row's largest |b|.
-double max_row_relative_diff(const float* a, const float* b, std::size_t rows, std::size_t N) {
-    double worst = 0;
-    for (std::size_t r = 0; r < rows; ++r) {
-        double scale = 1e-6;
-        for (std::size_t n = 0; n < N; ++n) scale = std::max(scale, double(std::fabs(b[r * N + n])));
-        for (std::size_t n = 0; n < N; ++n) worst = std::max(worst, std::fabs(double(a[r * N + n]) - double(b[r * N + n])) / scale);
-    }
-    return worst;
-}
+using tern_test::argmax_rows;
+using tern_test::max_row_relative_diff;
+using tern_test::require_error;
+using tern_test::temp_dir;
 
 std::size_t argmax(const float* row, std::size_t n) { return std::size_t(std::max_element(row, row + n) - row); }
-
-template <class Fn>
-void require_error(Fn&& fn, const std::vector<std::string>& parts) {
-    try {
-        fn();
-    } catch (const tern::error& e) {
-        const std::string msg = e.what();
-        INFO("message: " << msg);
-        for (const auto& p : parts) CHECK(msg.find(p) != std::string::npos);
-        return;
-    }
-    FAIL("expected a tern::error");
-}
-
-struct temp_dir {
-    fs::path path;
-    temp_dir() {
-        path = fs::temp_directory_path() / ("tern_test_freeze_lm_" + std::to_string(std::random_device{}()));
-        fs::create_directories(path);
-    }
-    ~temp_dir() {
-        std::error_code ec;
-        fs::remove_all(path, ec);
-    }
-};
 
 tern::lm_config small_config(int variant) {
     tern::lm_config c{.vocab = 40, .d_model = 32, .layers = 2, .heads = 4, .context = 24};
@@ -139,7 +110,7 @@ void check_lm(int variant) {
     CHECK(tern::generate_tokens(frozen, prompt, 12, sampled) == s1);
 
     // Packed file round trip: identical logits.
-    temp_dir dir;
+    temp_dir dir("tern_test_freeze_lm_");
     const fs::path file = dir.path / "lm.tern";
     tern::save_packed_model(file, frozen, {.test_inputs = std::nullopt, .metadata = {{"tokenizer", "bytes"}}});
     tern::inference_model loaded = tern::load_packed_model(file);
