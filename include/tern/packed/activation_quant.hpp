@@ -25,6 +25,7 @@
 #include <limits>
 
 #include "../error.hpp"
+#include "../quantize.hpp"
 #include "aligned_buffer.hpp"
 #include "cpu_dispatch.hpp"
 #include "packed_matrix.hpp"
@@ -102,17 +103,14 @@ struct token_summary {
     }
 };
 
-/// Lanes of the statistics sums. The order of the float additions is part of the result, and it is
-/// the order of tern's training layers (detail::lane_sum and detail::lane_sum_sq_dev in
-/// quantize.hpp): element i goes to lane i mod 16, elements past the last full 16 go to lane 0 in
-/// sequence, and the lanes are combined pairwise (j += j + 8, then + 4, + 2, + 1).
-inline constexpr std::size_t stat_lanes = 16;
-
-inline float combine_stat_lanes(float* acc) {
-    for (std::size_t w = stat_lanes / 2; w > 0; w /= 2)
-        for (std::size_t j = 0; j < w; ++j) acc[j] += acc[j + w];
-    return acc[0];
-}
+/// Lanes of the statistics sums: those of the training layers' reductions (detail::lane_sum and
+/// detail::lane_sum_sq_dev in quantize.hpp). The order of the float additions is part of the
+/// result: element i goes to lane i mod 16, elements past the last full 16 go to lane 0 in
+/// sequence, and the lanes are combined pairwise (detail::combine_lanes_sum). The SIMD variants
+/// below keep exactly that order.
+inline constexpr std::size_t stat_lanes = tern::detail::lanes;
+static_assert(stat_lanes == 16, "the SIMD statistics hold 16 lanes");
+static_assert(act_eps == quant_eps, "packed and training normalization share their epsilon");
 
 /// Range of x with the operand order of maxps/minps (a NaN element never replaces the running
 /// value), so every path finds the same lo and hi.
@@ -126,24 +124,13 @@ inline void value_range(const float* x, std::size_t K, float& lo, float& hi) {
     hi = h;
 }
 
-/// Per-token mean, 1/sqrt(var + eps) and range, the portable version: the same float operations
-/// in the same order as tern::normalize_tokens, so the packed path normalizes exactly as training.
+/// Per-token mean, 1/sqrt(var + eps) and range, the portable version: the training layers' own
+/// reductions (tern::normalize_tokens), so the packed path normalizes exactly as training.
 inline token_summary act_stats(const float* x, std::size_t K) {
-    constexpr std::size_t L = stat_lanes;
-    const std::size_t full = K - K % L;
     token_summary r;
     value_range(x, K, r.lo, r.hi);
-    float acc[L] = {};
-    for (std::size_t i = 0; i < full; i += L)
-        for (std::size_t j = 0; j < L; ++j) acc[j] += x[i + j];
-    for (std::size_t i = full; i < K; ++i) acc[0] += x[i];
-    const float mean = combine_stat_lanes(acc) / static_cast<float>(K);
-    float v[L] = {};
-    for (std::size_t i = 0; i < full; i += L)
-        for (std::size_t j = 0; j < L; ++j) v[j] += (x[i + j] - mean) * (x[i + j] - mean);
-    for (std::size_t i = full; i < K; ++i) v[0] += (x[i] - mean) * (x[i] - mean);
-    const float var = combine_stat_lanes(v) / static_cast<float>(K);
-    r.mean = mean;
+    r.mean = tern::detail::lane_sum(x, K) / static_cast<float>(K);
+    const float var = tern::detail::lane_sum_sq_dev(x, K, r.mean) / static_cast<float>(K);
     r.rstd = 1.0f / std::sqrt(var + act_eps);
     return r;
 }
@@ -180,7 +167,7 @@ __attribute__((target("avx2"))) inline token_summary act_stats_avx2(const float*
     _mm256_store_ps(acc, s0);
     _mm256_store_ps(acc + 8, s1);
     for (std::size_t i = full; i < K; ++i) acc[0] += x[i];
-    const float mean = combine_stat_lanes(acc) / static_cast<float>(K);
+    const float mean = tern::detail::combine_lanes_sum(acc) / static_cast<float>(K);
     const __m256 vm = _mm256_set1_ps(mean);
     s0 = _mm256_setzero_ps();
     s1 = _mm256_setzero_ps();
@@ -201,7 +188,7 @@ __attribute__((target("avx2"))) inline token_summary act_stats_avx2(const float*
         TERN_UNFUSED(p);
         acc[0] += p;
     }
-    const float var = combine_stat_lanes(acc) / static_cast<float>(K);
+    const float var = tern::detail::combine_lanes_sum(acc) / static_cast<float>(K);
     r.mean = mean;
     r.rstd = 1.0f / std::sqrt(var + act_eps);
     return r;
@@ -254,7 +241,7 @@ TERN_PACKED_TARGET_AVX512_FLOAT inline void act_stats_avx512(const float* x, std
         }
         _mm512_store_ps(acc, s[t]);
         for (std::size_t i = full; i < K; ++i) acc[0] += xt[i];
-        r.mean = combine_stat_lanes(acc) / static_cast<float>(K);
+        r.mean = tern::detail::combine_lanes_sum(acc) / static_cast<float>(K);
         vm[t] = _mm512_set1_ps(r.mean);
         s[t] = _mm512_setzero_ps();
     }
@@ -274,7 +261,7 @@ TERN_PACKED_TARGET_AVX512_FLOAT inline void act_stats_avx512(const float* x, std
             TERN_UNFUSED(p);
             acc[0] += p;
         }
-        const float var = combine_stat_lanes(acc) / static_cast<float>(K);
+        const float var = tern::detail::combine_lanes_sum(acc) / static_cast<float>(K);
         out[t].rstd = 1.0f / std::sqrt(var + act_eps);
     }
 }
