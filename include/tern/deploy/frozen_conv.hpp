@@ -111,16 +111,7 @@ public:
         const std::size_t span = opt_.dilation * (k_ - 1) + 1;
         detail::require(H + 2 * opt_.padding >= span && W + 2 * opt_.padding >= span, kind(), ": input of shape ",
                         detail::shape_string(x.shape()), " is smaller than the kernel after padding");
-        detail::im2col_geometry g;
-        g.C = in_;
-        g.H = H;
-        g.W = W;
-        g.k = k_;
-        g.stride = opt_.stride;
-        g.pad = opt_.padding;
-        g.dil = opt_.dilation;
-        g.Ho = detail::conv_out_size(H, k_, opt_.stride, opt_.padding, opt_.dilation);
-        g.Wo = detail::conv_out_size(W, k_, opt_.stride, opt_.padding, opt_.dilation);
+        const auto g = detail::im2col_geometry::of(in_, H, W, k_, opt_);
         const std::size_t P = g.positions(), K = g.patch(), N = out_, T = B * P;
         if (cols_.dimension() != 2 || cols_.shape()[0] != T || cols_.shape()[1] != K) cols_.resize({T, K});
         const std::size_t image = in_ * H * W;
@@ -215,9 +206,7 @@ public:
         if (y_.shape() != shape) y_.resize(shape);
         const float inv = 1.0f / float(k_ * k_);
         const auto range = [&](std::size_t o, std::size_t n, std::size_t& lo, std::size_t& hi) {
-            const long start = long(o * s_) - long(p_);
-            lo = std::size_t(std::max<long>(start, 0));
-            hi = std::size_t(std::min<long>(start + long(k_), long(n)));
+            detail::pool_range(o, n, k_, s_, p_, lo, hi);
         };
         for (std::size_t plane = 0; plane < N * C; ++plane) {
             const float* in = x.data() + plane * H * W;

@@ -40,6 +40,21 @@ inline std::size_t conv_out_size(std::size_t in, std::size_t k, std::size_t stri
 struct im2col_geometry {
     std::size_t C = 0, H = 0, W = 0, k = 1, stride = 1, pad = 0, dil = 1, Ho = 0, Wo = 0;
 
+    /// A C-channel H x W input under a k x k kernel with @p opt (output size derived).
+    static im2col_geometry of(std::size_t C, std::size_t H, std::size_t W, std::size_t k, const conv2d_options& opt) {
+        im2col_geometry g;
+        g.C = C;
+        g.H = H;
+        g.W = W;
+        g.k = k;
+        g.stride = opt.stride;
+        g.pad = opt.padding;
+        g.dil = opt.dilation;
+        g.Ho = conv_out_size(H, k, opt.stride, opt.padding, opt.dilation);
+        g.Wo = conv_out_size(W, k, opt.stride, opt.padding, opt.dilation);
+        return g;
+    }
+
     std::size_t patch() const { return C * k * k; }      // K: features per token
     std::size_t positions() const { return Ho * Wo; }   // tokens per image
 
@@ -447,17 +462,7 @@ private:
     }
 
     detail::im2col_geometry geometry(std::size_t H, std::size_t W) const {
-        detail::im2col_geometry g;
-        g.C = in_;
-        g.H = H;
-        g.W = W;
-        g.k = k_;
-        g.stride = opt_.stride;
-        g.pad = opt_.padding;
-        g.dil = opt_.dilation;
-        g.Ho = detail::conv_out_size(H, k_, opt_.stride, opt_.padding, opt_.dilation);
-        g.Wo = detail::conv_out_size(W, k_, opt_.stride, opt_.padding, opt_.dilation);
-        return g;
+        return detail::im2col_geometry::of(in_, H, W, k_, opt_);
     }
 
     void check_input(const tensor& x) const {

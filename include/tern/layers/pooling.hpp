@@ -16,6 +16,15 @@
 namespace tern {
 namespace detail {
 
+/// Clipped input range [lo, hi) of pooling window o (kernel k, stride s, padding p) along an
+/// axis of length n: the training layers and the frozen inference layer share it.
+inline void pool_range(std::size_t o, std::size_t n, std::size_t k, std::size_t s, std::size_t p, std::size_t& lo,
+                       std::size_t& hi) {
+    const long start = long(o * s) - long(p);
+    lo = std::size_t(std::max<long>(start, 0));
+    hi = std::size_t(std::min<long>(start + long(k), long(n)));
+}
+
 /// Shared geometry and checks of the windowed pooling layers.
 class pool_window {
 public:
@@ -58,9 +67,7 @@ protected:
 
     /// Clipped input range [lo, hi) of window o along an axis of length n.
     void range(std::size_t o, std::size_t n, std::size_t& lo, std::size_t& hi) const {
-        const long start = long(o * s_) - long(p_);
-        lo = std::size_t(std::max<long>(start, 0));
-        hi = std::size_t(std::min<long>(start + long(k_), long(n)));
+        pool_range(o, n, k_, s_, p_, lo, hi);
     }
 
     /// Runs fn(plane index) for every (image, channel) plane, in parallel for large inputs.
