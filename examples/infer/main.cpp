@@ -65,6 +65,15 @@ int main(int argc, char** argv) {
         const auto t_load = std::chrono::steady_clock::now();
         const tern::io::safetensors_data file = tern::io::load_safetensors(model_path);
         tern::inference_model model = tern::parse_packed_model(file, "packed model '" + model_path + "'");
+        // The fields every final JSON line carries, whatever the model does.
+        const auto model_facts = [&] {
+            return nlohmann::json{{"threads", threads},
+                                  {"model_bytes", model.model_bytes()},
+                                  {"file_bytes", std::filesystem::file_size(model_path)},
+                                  {"packed_weights", model.packed_weights()},
+                                  {"bits_per_weight", model.bits_per_weight()},
+                                  {"kernel_path", tern::packed::active_kernel_path_name()}};
+        };
         const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_load).count();
         const float mean = metadata_number(file, "input.mean", float(mean_flag));
         const float sd = metadata_number(file, "input.std", float(std_flag));
@@ -89,22 +98,17 @@ int main(int argc, char** argv) {
             std::fprintf(stderr, "%zu tokens in %.3f s: %.1f tokens/s (prompt %zu tokens, %zu thread%s, %s kernels)\n",
                          out.size(), seconds, double(out.size()) / seconds, ids.size(), threads, threads == 1 ? "" : "s",
                          tern::packed::active_kernel_path_name());
-            const nlohmann::json result = {{"model", model_path},
-                                           {"policy", model.policy()},
-                                           {"tokenizer", tok},
-                                           {"prompt_tokens", ids.size()},
-                                           {"generated_tokens", out.size()},
-                                           {"tokens_per_s", double(out.size()) / seconds},
-                                           {"seconds", seconds},
-                                           {"temperature", temperature},
-                                           {"top_k", top_k},
-                                           {"seed", seed},
-                                           {"threads", threads},
-                                           {"model_bytes", model.model_bytes()},
-                                           {"file_bytes", std::filesystem::file_size(model_path)},
-                                           {"packed_weights", model.packed_weights()},
-                                           {"bits_per_weight", model.bits_per_weight()},
-                                           {"kernel_path", tern::packed::active_kernel_path_name()}};
+            nlohmann::json result = {{"model", model_path},
+                                     {"policy", model.policy()},
+                                     {"tokenizer", tok},
+                                     {"prompt_tokens", ids.size()},
+                                     {"generated_tokens", out.size()},
+                                     {"tokens_per_s", double(out.size()) / seconds},
+                                     {"seconds", seconds},
+                                     {"temperature", temperature},
+                                     {"top_k", top_k},
+                                     {"seed", seed}};
+            result.update(model_facts());
             std::cout << result.dump() << std::endl;
             return 0;
         }
@@ -155,19 +159,14 @@ int main(int argc, char** argv) {
                      100 * accuracy, double(n) / seconds, batch, threads, threads == 1 ? "" : "s",
                      tern::packed::active_kernel_path_name());
 
-        const nlohmann::json result = {{"model", model_path},
-                                       {"policy", model.policy()},
-                                       {"images", n},
-                                       {"accuracy", accuracy},
-                                       {"images_per_s", double(n) / seconds},
-                                       {"seconds", seconds},
-                                       {"batch", batch},
-                                       {"threads", threads},
-                                       {"model_bytes", model.model_bytes()},
-                                       {"file_bytes", std::filesystem::file_size(model_path)},
-                                       {"packed_weights", model.packed_weights()},
-                                       {"bits_per_weight", model.bits_per_weight()},
-                                       {"kernel_path", tern::packed::active_kernel_path_name()}};
+        nlohmann::json result = {{"model", model_path},
+                                 {"policy", model.policy()},
+                                 {"images", n},
+                                 {"accuracy", accuracy},
+                                 {"images_per_s", double(n) / seconds},
+                                 {"seconds", seconds},
+                                 {"batch", batch}};
+        result.update(model_facts());
         std::cout << result.dump() << std::endl;
         return 0;
     } catch (const std::exception& e) {
