@@ -2755,6 +2755,21 @@ inline std::size_t conv_out_size(std::size_t in, std::size_t k, std::size_t stri
 struct im2col_geometry {
     std::size_t C = 0, H = 0, W = 0, k = 1, stride = 1, pad = 0, dil = 1, Ho = 0, Wo = 0;
 
+    /// A C-channel H x W input under a k x k kernel with @p opt (output size derived).
+    static im2col_geometry of(std::size_t C, std::size_t H, std::size_t W, std::size_t k, const conv2d_options& opt) {
+        im2col_geometry g;
+        g.C = C;
+        g.H = H;
+        g.W = W;
+        g.k = k;
+        g.stride = opt.stride;
+        g.pad = opt.padding;
+        g.dil = opt.dilation;
+        g.Ho = conv_out_size(H, k, opt.stride, opt.padding, opt.dilation);
+        g.Wo = conv_out_size(W, k, opt.stride, opt.padding, opt.dilation);
+        return g;
+    }
+
     std::size_t patch() const { return C * k * k; }      // K: features per token
     std::size_t positions() const { return Ho * Wo; }   // tokens per image
 
@@ -3162,17 +3177,7 @@ private:
     }
 
     detail::im2col_geometry geometry(std::size_t H, std::size_t W) const {
-        detail::im2col_geometry g;
-        g.C = in_;
-        g.H = H;
-        g.W = W;
-        g.k = k_;
-        g.stride = opt_.stride;
-        g.pad = opt_.padding;
-        g.dil = opt_.dilation;
-        g.Ho = detail::conv_out_size(H, k_, opt_.stride, opt_.padding, opt_.dilation);
-        g.Wo = detail::conv_out_size(W, k_, opt_.stride, opt_.padding, opt_.dilation);
-        return g;
+        return detail::im2col_geometry::of(in_, H, W, k_, opt_);
     }
 
     void check_input(const tensor& x) const {
@@ -3209,6 +3214,15 @@ private:
 
 namespace tern {
 namespace detail {
+
+/// Clipped input range [lo, hi) of pooling window o (kernel k, stride s, padding p) along an
+/// axis of length n: the training layers and the frozen inference layer share it.
+inline void pool_range(std::size_t o, std::size_t n, std::size_t k, std::size_t s, std::size_t p, std::size_t& lo,
+                       std::size_t& hi) {
+    const long start = long(o * s) - long(p);
+    lo = std::size_t(std::max<long>(start, 0));
+    hi = std::size_t(std::min<long>(start + long(k), long(n)));
+}
 
 /// Shared geometry and checks of the windowed pooling layers.
 class pool_window {
@@ -3252,9 +3266,7 @@ protected:
 
     /// Clipped input range [lo, hi) of window o along an axis of length n.
     void range(std::size_t o, std::size_t n, std::size_t& lo, std::size_t& hi) const {
-        const long start = long(o * s_) - long(p_);
-        lo = std::size_t(std::max<long>(start, 0));
-        hi = std::size_t(std::min<long>(start + long(k_), long(n)));
+        pool_range(o, n, k_, s_, p_, lo, hi);
     }
 
     /// Runs fn(plane index) for every (image, channel) plane, in parallel for large inputs.
@@ -7290,17 +7302,14 @@ struct token_summary {
     }
 };
 
-/// Lanes of the statistics sums. The order of the float additions is part of the result, and it is
-/// the order of tern's training layers (detail::lane_sum and detail::lane_sum_sq_dev in
-/// quantize.hpp): element i goes to lane i mod 16, elements past the last full 16 go to lane 0 in
-/// sequence, and the lanes are combined pairwise (j += j + 8, then + 4, + 2, + 1).
-inline constexpr std::size_t stat_lanes = 16;
-
-inline float combine_stat_lanes(float* acc) {
-    for (std::size_t w = stat_lanes / 2; w > 0; w /= 2)
-        for (std::size_t j = 0; j < w; ++j) acc[j] += acc[j + w];
-    return acc[0];
-}
+/// Lanes of the statistics sums: those of the training layers' reductions (detail::lane_sum and
+/// detail::lane_sum_sq_dev in quantize.hpp). The order of the float additions is part of the
+/// result: element i goes to lane i mod 16, elements past the last full 16 go to lane 0 in
+/// sequence, and the lanes are combined pairwise (detail::combine_lanes_sum). The SIMD variants
+/// below keep exactly that order.
+inline constexpr std::size_t stat_lanes = tern::detail::lanes;
+static_assert(stat_lanes == 16, "the SIMD statistics hold 16 lanes");
+static_assert(act_eps == quant_eps, "packed and training normalization share their epsilon");
 
 /// Range of x with the operand order of maxps/minps (a NaN element never replaces the running
 /// value), so every path finds the same lo and hi.
@@ -7314,24 +7323,13 @@ inline void value_range(const float* x, std::size_t K, float& lo, float& hi) {
     hi = h;
 }
 
-/// Per-token mean, 1/sqrt(var + eps) and range, the portable version: the same float operations
-/// in the same order as tern::normalize_tokens, so the packed path normalizes exactly as training.
+/// Per-token mean, 1/sqrt(var + eps) and range, the portable version: the training layers' own
+/// reductions (tern::normalize_tokens), so the packed path normalizes exactly as training.
 inline token_summary act_stats(const float* x, std::size_t K) {
-    constexpr std::size_t L = stat_lanes;
-    const std::size_t full = K - K % L;
     token_summary r;
     value_range(x, K, r.lo, r.hi);
-    float acc[L] = {};
-    for (std::size_t i = 0; i < full; i += L)
-        for (std::size_t j = 0; j < L; ++j) acc[j] += x[i + j];
-    for (std::size_t i = full; i < K; ++i) acc[0] += x[i];
-    const float mean = combine_stat_lanes(acc) / static_cast<float>(K);
-    float v[L] = {};
-    for (std::size_t i = 0; i < full; i += L)
-        for (std::size_t j = 0; j < L; ++j) v[j] += (x[i + j] - mean) * (x[i + j] - mean);
-    for (std::size_t i = full; i < K; ++i) v[0] += (x[i] - mean) * (x[i] - mean);
-    const float var = combine_stat_lanes(v) / static_cast<float>(K);
-    r.mean = mean;
+    r.mean = tern::detail::lane_sum(x, K) / static_cast<float>(K);
+    const float var = tern::detail::lane_sum_sq_dev(x, K, r.mean) / static_cast<float>(K);
     r.rstd = 1.0f / std::sqrt(var + act_eps);
     return r;
 }
@@ -7368,7 +7366,7 @@ __attribute__((target("avx2"))) inline token_summary act_stats_avx2(const float*
     _mm256_store_ps(acc, s0);
     _mm256_store_ps(acc + 8, s1);
     for (std::size_t i = full; i < K; ++i) acc[0] += x[i];
-    const float mean = combine_stat_lanes(acc) / static_cast<float>(K);
+    const float mean = tern::detail::combine_lanes_sum(acc) / static_cast<float>(K);
     const __m256 vm = _mm256_set1_ps(mean);
     s0 = _mm256_setzero_ps();
     s1 = _mm256_setzero_ps();
@@ -7389,7 +7387,7 @@ __attribute__((target("avx2"))) inline token_summary act_stats_avx2(const float*
         TERN_UNFUSED(p);
         acc[0] += p;
     }
-    const float var = combine_stat_lanes(acc) / static_cast<float>(K);
+    const float var = tern::detail::combine_lanes_sum(acc) / static_cast<float>(K);
     r.mean = mean;
     r.rstd = 1.0f / std::sqrt(var + act_eps);
     return r;
@@ -7442,7 +7440,7 @@ TERN_PACKED_TARGET_AVX512_FLOAT inline void act_stats_avx512(const float* x, std
         }
         _mm512_store_ps(acc, s[t]);
         for (std::size_t i = full; i < K; ++i) acc[0] += xt[i];
-        r.mean = combine_stat_lanes(acc) / static_cast<float>(K);
+        r.mean = tern::detail::combine_lanes_sum(acc) / static_cast<float>(K);
         vm[t] = _mm512_set1_ps(r.mean);
         s[t] = _mm512_setzero_ps();
     }
@@ -7462,7 +7460,7 @@ TERN_PACKED_TARGET_AVX512_FLOAT inline void act_stats_avx512(const float* x, std
             TERN_UNFUSED(p);
             acc[0] += p;
         }
-        const float var = combine_stat_lanes(acc) / static_cast<float>(K);
+        const float var = tern::detail::combine_lanes_sum(acc) / static_cast<float>(K);
         out[t].rstd = 1.0f / std::sqrt(var + act_eps);
     }
 }
@@ -9178,16 +9176,7 @@ public:
         const std::size_t span = opt_.dilation * (k_ - 1) + 1;
         detail::require(H + 2 * opt_.padding >= span && W + 2 * opt_.padding >= span, kind(), ": input of shape ",
                         detail::shape_string(x.shape()), " is smaller than the kernel after padding");
-        detail::im2col_geometry g;
-        g.C = in_;
-        g.H = H;
-        g.W = W;
-        g.k = k_;
-        g.stride = opt_.stride;
-        g.pad = opt_.padding;
-        g.dil = opt_.dilation;
-        g.Ho = detail::conv_out_size(H, k_, opt_.stride, opt_.padding, opt_.dilation);
-        g.Wo = detail::conv_out_size(W, k_, opt_.stride, opt_.padding, opt_.dilation);
+        const auto g = detail::im2col_geometry::of(in_, H, W, k_, opt_);
         const std::size_t P = g.positions(), K = g.patch(), N = out_, T = B * P;
         if (cols_.dimension() != 2 || cols_.shape()[0] != T || cols_.shape()[1] != K) cols_.resize({T, K});
         const std::size_t image = in_ * H * W;
@@ -9282,9 +9271,7 @@ public:
         if (y_.shape() != shape) y_.resize(shape);
         const float inv = 1.0f / float(k_ * k_);
         const auto range = [&](std::size_t o, std::size_t n, std::size_t& lo, std::size_t& hi) {
-            const long start = long(o * s_) - long(p_);
-            lo = std::size_t(std::max<long>(start, 0));
-            hi = std::size_t(std::min<long>(start + long(k_), long(n)));
+            detail::pool_range(o, n, k_, s_, p_, lo, hi);
         };
         for (std::size_t plane = 0; plane < N * C; ++plane) {
             const float* in = x.data() + plane * H * W;
