@@ -11,6 +11,7 @@
 #include <fstream>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <tern/checkpoint.hpp>
@@ -59,9 +60,10 @@ TEMPLATE_TEST_CASE("frozen ternary linear equals the training forward at lambda 
                    tern::absmean_ternary, tern::absmedian_ternary) {
     tern::manual_seed(11);
     std::mt19937 rng(5);
-    // (in, out): no tail, folded tail (r = 16, 44), r > 64 (padded), K < 128 (tail only), N % 4 != 0.
+    // (in, out): no tail; lane-layout tail (r = 16); code-stream tail (r = 44, 72); K < 128 (tail
+    // only); N % 4 != 0 (a row strip); N < 4 (strip only); K = 9 as a one-channel 3x3 convolution.
     const std::vector<std::pair<std::size_t, std::size_t>> shapes = {
-        {256, 64}, {784, 256}, {300, 50}, {100, 37}, {16, 9}, {200, 10}, {130, 3}};
+        {256, 64}, {784, 256}, {300, 50}, {100, 37}, {16, 9}, {200, 10}, {130, 3}, {9, 32}, {256, 10}};
     for (const auto& [K, N] : shapes)
         for (bool bias : {false, true}) {
             INFO("K = " << K << ", N = " << N << ", bias = " << bias);
@@ -230,6 +232,30 @@ TEST_CASE("a 784x256 ternary layer costs at most 2.1 bits per weight in memory a
     CHECK(data.at("0.packed").type == tern::io::dtype::u8);
 }
 
+TEST_CASE("every ternary layer of at least 400 weights costs at most 2.1 bits per weight", "[freeze][size]") {
+    // The codes take exactly ceil(N*K/4) bytes in the file; the 4-byte scale is what keeps layers
+    // under 400 weights above 2.1 (a 9 -> 32 convolution: 288 weights, 2.11 bits).
+    tern::manual_seed(3);
+    temp_dir dir("tern_test_freeze_");
+    const std::pair<std::size_t, std::size_t> shapes[] = {{256, 10}, {10, 40}, {27, 16}, {9, 48},  {72, 16},
+                                                          {300, 7},  {129, 5}, {63, 63}, {784, 100}, {1000, 3}};
+    for (const auto& [in, out] : shapes) {
+        INFO(in << " -> " << out);
+        auto frozen = tern::freeze(tern::sequential{tern::linear<tern::absmedian_ternary>(in, out)});
+        const double weights = double(in * out);
+        CHECK(frozen.bits_per_weight() <= 2.1);  // in memory, scale included
+        tern::save_packed_model(dir / "layer.safetensors", frozen);
+        const auto data = tern::io::load_safetensors(dir / "layer.safetensors");
+        std::size_t code_bytes = 0;
+        for (const auto& [name, t] : data.tensors)
+            if (name.find(".packed") != std::string::npos) code_bytes += t.bytes.size();
+        CHECK(code_bytes == (in * out + 3) / 4);
+        CHECK(8.0 * double(code_bytes + 4) / weights <= 2.1);  // on disk, scale included
+        auto loaded = tern::load_packed_model(dir / "layer.safetensors");
+        CHECK(loaded.bits_per_weight() == frozen.bits_per_weight());
+    }
+}
+
 TEST_CASE("freeze rejects quantized layers the packed kernels cannot run", "[freeze]") {
     auto four_bit = tern::sequential{tern::linear<tern::absmean_ternary, 4>(32, 8)};
     require_error([&] { (void)tern::freeze(four_bit); }, {"4-bit", "8 only"});
@@ -248,7 +274,9 @@ TEST_CASE("malformed packed files raise clear errors", "[freeze][file]") {
     tern::manual_seed(6);
     std::mt19937 rng(7);
     temp_dir dir("tern_test_freeze_");
-    auto model = make_mlp<tern::absmean_ternary>(784, 64, 10);
+    // Hidden width 63: layer 1 (784 -> 63) has a body, a 3-row strip and a 16-column tail; layer 5
+    // (63 -> 10) is all tail, 630 codes in 158 bytes, the last 2 codes unused.
+    auto model = make_mlp<tern::absmean_ternary>(784, 63, 10);
     auto frozen = tern::freeze(model);
     tern::packed_save_options opt;
     opt.test_inputs = random_input({2, 784}, rng);
@@ -286,12 +314,25 @@ TEST_CASE("malformed packed files raise clear errors", "[freeze][file]") {
         d.tensors.at("1.packed").bytes[100] = 0xFF;
         require_error([&] { write_and_load(d); }, {named, "layer 1", "invalid code 3"});
     }
-    SECTION("non-zero weight in the padding") {
+    SECTION("non-zero weight in the unused codes") {
         auto d = good;
-        // The 64 -> 10 head (K = 64) is folded entirely: tail rows hold 2 output rows each, 5 rows
-        // padded to 8; padding row 5 lives in bytes [32, 64) of tile 1 (bytes 128..255).
-        d.tensors.at("5.packed_tail").bytes[128 + 32] = 0x56;  // code 2 in a padding row
-        require_error([&] { write_and_load(d); }, {named, "layer 5", "padding"});
+        auto& tail = d.tensors.at("5.packed_cols").bytes;
+        REQUIRE(tail.size() == 158);
+        tail.back() = static_cast<std::uint8_t>((tail.back() & 0x0F) | 0x60);  // unused code 630 = 2
+        require_error([&] { write_and_load(d); }, {named, "layer 5", "unused tail code 630", "expected 1"});
+    }
+    SECTION("code of value 3 in the strip and the tail") {
+        auto d = good;
+        d.tensors.at("1.packed_rows").bytes[7] = 0x3F;
+        require_error([&] { write_and_load(d); }, {named, "layer 1", "strip byte 7", "invalid code 3"});
+        d = good;
+        d.tensors.at("1.packed_cols").bytes[5] = 0xC5;  // code 23 (row 1, column 775)
+        require_error([&] { write_and_load(d); }, {named, "layer 1", "tail code 23", "row 1, column 775", "code 3"});
+    }
+    SECTION("missing strip") {
+        auto d = good;
+        d.tensors.erase("1.packed_rows");
+        require_error([&] { write_and_load(d); }, {named, "layer 1", "missing tensor '1.packed_rows'"});
     }
     SECTION("wrong dtype for the scale") {
         auto d = good;
@@ -317,12 +358,12 @@ TEST_CASE("malformed packed files raise clear errors", "[freeze][file]") {
     }
     SECTION("sizes that do not match the tensors") {
         auto d = edit_arch([](nlohmann::json& a) { a["layers"][1]["out"] = 65; });
-        require_error([&] { write_and_load(d); }, {named, "layer 1", "tensor '1.packed': expected U8 [13056]",
-                                                   "found U8 [12288]"});
+        require_error([&] { write_and_load(d); }, {named, "layer 1", "tensor '1.packed': expected U8 [12288]",
+                                                   "found U8 [11520]"});
     }
     SECTION("inconsistent sizes between consecutive layers") {
-        // Replace layer 3 (64 -> 64) by a 32 -> 64 layer with matching tensors.
-        auto other = tern::freeze(tern::sequential{tern::linear<tern::absmean_ternary>(32, 64)});
+        // Replace layer 3 (63 -> 63) by a 32 -> 63 layer with matching tensors.
+        auto other = tern::freeze(tern::sequential{tern::linear<tern::absmean_ternary>(32, 63)});
         auto d = good;
         for (auto it = d.tensors.begin(); it != d.tensors.end();)
             it = it->first.rfind("3.", 0) == 0 ? d.tensors.erase(it) : std::next(it);
@@ -332,7 +373,7 @@ TEST_CASE("malformed packed files raise clear errors", "[freeze][file]") {
         arch["layers"][3] = other.layer(0).config();
         d.metadata["tern.architecture"] = arch.dump();
         require_error([&] { write_and_load(d); }, {named, "layer 3 (ternary_linear)", "expects 32 input features",
-                                                   "previous layers give 64"});
+                                                   "previous layers give 63"});
     }
     SECTION("unsupported activation bits") {
         auto d = edit_arch([](nlohmann::json& a) { a["layers"][1]["activation_bits"] = 4; });
@@ -346,7 +387,9 @@ TEST_CASE("malformed packed files raise clear errors", "[freeze][file]") {
     SECTION("wrong metadata") {
         auto d = good;
         d.metadata["tern.format"] = "tern-packed-9";
-        require_error([&] { write_and_load(d); }, {named, "expected format 'tern-packed-1'", "tern-packed-9"});
+        require_error([&] { write_and_load(d); }, {named, "expected format 'tern-packed-2'", "tern-packed-9"});
+        d.metadata["tern.format"] = "tern-packed-1";
+        require_error([&] { write_and_load(d); }, {named, "'tern-packed-1'", "earlier tern", "export the model again"});
         d = good;
         d.metadata.erase("tern.policy");
         require_error([&] { write_and_load(d); }, {named, "tern.policy"});

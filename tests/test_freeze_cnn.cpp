@@ -190,10 +190,11 @@ TEST_CASE("malformed CNN packed files raise tern::error", "[freeze][cnn]") {
     }
     SECTION("truncated packed convolution weights") {
         tern::io::safetensors_data d = good;
-        auto& t = d.tensors.at("3.body.0.projection.0.packed");
-        t.bytes.resize(t.bytes.size() - 32);
+        auto& t = d.tensors.at("3.body.0.projection.0.packed_cols");  // 8 x 72: all tail
+        t.bytes.resize(t.bytes.size() - 1);
         t.shape = {t.bytes.size()};
-        require_error([&] { tern::parse_packed_model(d, where); }, {"3.body.0.projection.0.packed", "expected U8"});
+        require_error([&] { tern::parse_packed_model(d, where); },
+                      {"3.body.0.projection.0.packed_cols", "expected U8 [144]", "found U8 [143]"});
     }
     SECTION("changed weights fail the embedded test cases") {
         tern::io::safetensors_data d = good;

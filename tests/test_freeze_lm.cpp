@@ -166,7 +166,7 @@ TEST_CASE("malformed LM packed files raise tern::error", "[freeze][lm]") {
     }
     SECTION("missing packed projection") {
         tern::io::safetensors_data d = good;
-        REQUIRE(d.tensors.erase("1.v.0.packed_tail") + d.tensors.erase("1.v.0.packed") > 0);
+        REQUIRE(d.tensors.erase("1.v.0.packed_cols") + d.tensors.erase("1.v.0.packed") > 0);
         require_error([&] { tern::parse_packed_model(d, where); }, {"missing tensor '1.v.0."});
     }
     SECTION("extra tensor") {

@@ -10,6 +10,7 @@
 #include <tern/packed/activation_quant.hpp>
 #include <tern/packed/lane_matrix.hpp>
 #include <tern/packed/packed_matrix.hpp>
+#include <tern/packed/split_matrix.hpp>
 #include <tern/packed/ternary_gemm.hpp>
 #include <tern/quantize.hpp>
 #include <tern/threads.hpp>
@@ -410,7 +411,7 @@ void check_lane_paths(const std::vector<std::int8_t>& w, std::size_t N, std::siz
 TEST_CASE("lane_matrix stores every weight where the layout says", "[packed][lane]") {
     std::mt19937 rng(11);
     for (std::size_t N : {1, 15, 16, 17, 40}) {
-        for (std::size_t C : {1, 4, 15, 16, 17, 33, 64}) {
+        for (std::size_t C : {1, 4, 15, 16, 17, 33, 64, 65, 100, 127, 128}) {
             const auto w = random_ternary(N * C, rng);
             const lane_matrix W(w.data(), N, C, C);
             CHECK(W.byte_count() == (N + 15) / 16 * ((C + 15) / 16) * 64);
@@ -432,7 +433,7 @@ TEST_CASE("lane_matrix stores every weight where the layout says", "[packed][lan
 TEST_CASE("lane_gemm_add: every SIMD path equals the definition", "[packed][lane]") {
     std::mt19937 rng(12);
     for (std::size_t N : {1, 7, 16, 17, 33, 256}) {
-        for (std::size_t C : {1, 5, 16, 17, 48, 64}) {
+        for (std::size_t C : {1, 5, 16, 17, 48, 64, 65, 80, 127, 128}) {
             const auto w = random_ternary(N * C, rng);
             for (std::size_t T : {1, 3, 4, 5, 9, 64}) check_lane_paths(w, N, C, T, 0, rng);
         }
@@ -440,14 +441,14 @@ TEST_CASE("lane_gemm_add: every SIMD path equals the definition", "[packed][lane
     // Extremes: every weight +-1 and every activation +-127.
     for (int wv : {-1, 1})
         for (int av : {-127, 127}) {
-            const std::vector<std::int8_t> w(19 * 64, static_cast<std::int8_t>(wv));
-            check_lane_paths(w, 19, 64, 6, av, rng);
+            const std::vector<std::int8_t> w(19 * 127, static_cast<std::int8_t>(wv));
+            check_lane_paths(w, 19, 127, 6, av, rng);
         }
 }
 
 TEST_CASE("lane_matrix and lane_gemm_add reject bad input", "[packed][lane]") {
-    std::vector<std::int8_t> w(4 * 65, 0);
-    CHECK_THROWS_AS(lane_matrix(w.data(), 4, 65, 65), tern::error);  // too wide
+    std::vector<std::int8_t> w(4 * 129, 0);
+    CHECK_THROWS_AS(lane_matrix(w.data(), 4, 129, 129), tern::error);  // too wide
     CHECK_THROWS_AS(lane_matrix(w.data(), 0, 4, 4), tern::error);
     w[5] = 2;
     CHECK_THROWS_AS(lane_matrix(w.data(), 4, 8, 8), tern::error);  // not ternary
@@ -485,4 +486,137 @@ TEST_CASE("packed activation quantization equals the training layer's, bit for b
             CHECK(same);
         }
     }
+}
+
+namespace {
+
+/// Exact dots of a split_matrix on every path against the definition sum_k w[n][k] * q[t][k].
+void check_split_paths(const std::vector<std::int8_t>& w, std::size_t N, std::size_t K, std::size_t T, int fixed,
+                       std::mt19937& rng) {
+    const split_matrix S(w, N, K);
+    const quantized_activations a = fixed ? fixed_activations(T, K, fixed) : random_activations(T, K, rng);
+    std::vector<std::int32_t> expect(T * N);
+    for (std::size_t t = 0; t < T; ++t)
+        for (std::size_t n = 0; n < N; ++n) {
+            std::int32_t acc = 0;
+            for (std::size_t k = 0; k < K; ++k) acc += w[n * K + k] * a.q[t * a.padded_cols + k];
+            expect[t * N + n] = acc;
+        }
+    for (kernel_path p : available_paths()) {
+        INFO("path " << kernel_path_name(p) << " N=" << N << " K=" << K << " T=" << T << " fixed=" << fixed);
+        aligned_buffer<std::int32_t> tail_dots, scratch;
+        const std::int32_t* tail = S.tail_dots(a.q.data(), a.padded_cols, T, tail_dots, p);
+        CHECK((tail != nullptr) == (K % 128 != 0));
+        std::vector<std::int32_t> got(T * N, -7777);
+        S.run_main(a.q.data(), a.padded_cols, a.sum.data(), T, p, "test", scratch,
+                   [&](std::size_t n0, std::size_t n1, std::size_t t0, std::size_t t1, const std::int32_t* d,
+                       std::size_t ld) {
+                       for (std::size_t t = t0; t < t1; ++t)
+                           for (std::size_t n = n0; n < n1; ++n)
+                               got[t * N + n] = d[(t - t0) * ld + (n - n0)] + (tail ? tail[t * N + n] : 0);
+                   });
+        CHECK(got == expect);
+    }
+}
+
+const std::size_t split_rows[] = {1, 2, 3, 4, 5, 7, 10, 16, 17, 63, 100};
+const std::size_t split_cols[] = {1, 3, 9, 27, 64, 72, 127, 128, 129, 200, 256, 300, 784};
+
+}  // namespace
+
+TEST_CASE("split_matrix stores any shape in exactly ceil(N*K/4) bytes and round-trips", "[packed][split]") {
+    std::mt19937 rng(31);
+    for (std::size_t N : split_rows)
+        for (std::size_t K : split_cols) {
+            INFO("N=" << N << " K=" << K);
+            const auto w = random_ternary(N * K, rng);
+            const split_matrix S(w, N, K);
+            CHECK(S.unpack() == w);
+            const auto strip = S.strip_bytes();
+            const auto tail = S.tail_stream();
+            const std::size_t body = S.body().rows() ? S.body().byte_count() : 0;
+            CHECK(body == split_matrix::body_bytes_for(N, K));
+            CHECK(strip.size() == split_matrix::strip_bytes_for(N, K));
+            CHECK(tail.size() == split_matrix::tail_bytes_for(N, K));
+            CHECK(body + strip.size() + tail.size() == (N * K + 3) / 4);
+            // In memory: exact, apart from a tail kept in lane layout for at most 1% of the weights.
+            CHECK(8.0 * double(S.resident_bytes()) <= 2.02 * double(N * K) + 6.0);
+            const std::vector<std::uint8_t> body_bytes(S.body().bytes(), S.body().bytes() + body);
+            const split_matrix back(N, K, body_bytes, strip, tail);
+            CHECK(back.unpack() == w);
+            CHECK(back.tail_stream() == tail);
+        }
+}
+
+TEST_CASE("split_matrix puts the strip and the tail where the layout says", "[packed][split]") {
+    // 6 x 300: body rows 0-3, strip rows 4-5 over K0 = 256 (2 blocks), tail columns 256-299 (r = 44).
+    std::vector<std::int8_t> w(6 * 300, 0);
+    w[5 * 300 + 170] = 1;   // strip row 1, block 1, byte 170 % 32 = 10, bits 2 * ((170 % 128) / 32) = 2
+    w[2 * 300 + 259] = -1;  // tail code 2 * 44 + 3 = 91: byte 22, bits 6-7
+    const split_matrix S(w, 6, 300);
+    REQUIRE(S.strip_rows() == 2);
+    REQUIRE(S.main_cols() == 256);
+    const auto strip = S.strip_bytes();
+    const std::uint8_t s = strip[(1 * 2 + 1) * 32 + 10];
+    CHECK(((s >> 2) & 3u) == 2u);
+    CHECK((s & 3u) == 1u);
+    const auto tail = S.tail_stream();
+    CHECK(((tail[22] >> 6) & 3u) == 0u);
+    CHECK(((tail[22] >> 4) & 3u) == 1u);
+    CHECK(S.weight(5, 170) == 1);
+    CHECK(S.weight(2, 259) == -1);
+}
+
+TEST_CASE("split_matrix products equal the definition on every path", "[packed][split]") {
+    std::mt19937 rng(32);
+    for (std::size_t N : split_rows)
+        for (std::size_t K : split_cols) {
+            const auto w = random_ternary(N * K, rng);
+            for (std::size_t T : {1, 5, 70}) check_split_paths(w, N, K, T, 0, rng);
+        }
+    // Extremes: every weight +-1 and every activation +-127, with a strip and a stream tail.
+    for (int wv : {-1, 1})
+        for (int av : {-127, 127}) {
+            const std::vector<std::int8_t> w(7 * 300, static_cast<std::int8_t>(wv));
+            check_split_paths(w, 7, 300, 9, av, rng);
+        }
+}
+
+TEST_CASE("split_matrix keeps a tail in lane layout only when its padding is cheap", "[packed][split]") {
+    std::mt19937 rng(33);
+    CHECK(split_matrix(random_ternary(256 * 784, rng), 256, 784).tail_in_lanes());   // no padding
+    CHECK(split_matrix(random_ternary(100 * 784, rng), 100, 784).tail_in_lanes());   // 192 of 78,400
+    CHECK_FALSE(split_matrix(random_ternary(32 * 9, rng), 32, 9).tail_in_lanes());  // 9 columns padded to 16
+}
+
+TEST_CASE("split_matrix rejects bad input", "[packed][split]") {
+    std::vector<std::int8_t> w(5 * 130, 0);
+    CHECK_THROWS_AS(split_matrix(w, 0, 130), tern::error);
+    CHECK_THROWS_AS(split_matrix(w, 5, 129), tern::error);  // size mismatch
+    w[3] = 2;
+    CHECK_THROWS_WITH(split_matrix(w, 5, 130), Catch::Contains("weight (0, 3) is 2"));
+    w[3] = 0;
+    const split_matrix S(w, 5, 130);
+    const std::vector<std::uint8_t> body(S.body().bytes(), S.body().bytes() + S.body().byte_count());
+    const auto strip = S.strip_bytes();
+    const auto tail = S.tail_stream();  // 5 * 2 = 10 codes in 3 bytes
+    REQUIRE(tail.size() == 3);
+    CHECK_NOTHROW(split_matrix(5, 130, body, strip, tail));
+    CHECK_THROWS_WITH(split_matrix(5, 130, body, {}, tail), Catch::Contains("expected 32 strip bytes"));
+    auto bad = tail;
+    bad[2] = static_cast<std::uint8_t>(bad[2] | 0x30);  // unused code 10 = 3
+    CHECK_THROWS_WITH(split_matrix(5, 130, body, strip, bad), Catch::Contains("unused tail code 10"));
+    bad = tail;
+    bad[0] = 0xFF;
+    CHECK_THROWS_WITH(split_matrix(5, 130, body, strip, bad), Catch::Contains("invalid code 3"));
+    auto bad_strip = strip;
+    bad_strip[0] = 0x03;
+    CHECK_THROWS_WITH(split_matrix(5, 130, body, bad_strip, tail), Catch::Contains("strip byte 0"));
+    std::vector<std::int32_t> sum(1, 0);
+    std::vector<std::int8_t> q(128, 0);
+    aligned_buffer<std::int32_t> scratch;
+    CHECK_THROWS_WITH(S.run_main(q.data(), 128, sum.data(), 1, kernel_path::automatic, "here", scratch,
+                                 [](std::size_t, std::size_t, std::size_t, std::size_t, const std::int32_t*,
+                                    std::size_t) {}),
+                      Catch::Contains("here: activation row stride 128"));
 }

@@ -5,7 +5,7 @@
 /// and frozen_batch_norm2d (running statistics folded into a per-channel scale and shift), with
 /// their tern::freezer specializations and registered kinds.
 ///
-/// ## File entries (tern-packed-1)
+/// ## File entries (tern-packed-2)
 ///   - "ternary_conv2d" / "conv2d": {"in_channels", "out_channels", "kernel", "stride", "padding",
 ///     "dilation", "projection": [one "ternary_linear" or "linear" entry, in = C_in*k*k,
 ///     out = C_out]}; the projection's tensors live under "<path>.projection.0.";

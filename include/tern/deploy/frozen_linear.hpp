@@ -8,16 +8,13 @@
 /// with the per-token normalization and int8 quantization of packed::quantize_activations and the
 /// exact integer product of packed::ternary_gemm_int.
 ///
-/// ## Storage without K padding
-/// The packed kernels cut K into 128-weight blocks. Padding K = 784 to 896 would cost 2.29 bits
-/// per weight, so when the remainder r = K mod 128 is at most 64 the layer is split:
-///   - main: the first K0 = K - r columns, an N x K0 packed_matrix (no padding along K);
-///   - tail: the last r columns, an N x r packed::lane_matrix (one row per SIMD lane, 2 bits per
-///     weight), whose product adds to the main one without any horizontal sums.
-/// In the file the tail is folded into a packed_matrix ("packed_tail"): the last r columns of S =
-/// 128 / r consecutive rows share one 128-weight row of a ceil(N/S) x (S*r) packed_matrix, tail
-/// row g holding the r tail weights of rows g*S .. g*S+S-1. Loading unfolds it. K = 784, N = 256
-/// costs 2.0002 bits per weight (scale included) instead of 2.29, in the file and in memory.
+/// ## Storage
+/// The weights live in a packed::split_matrix: exactly 2 bits per weight for any N and K (a body
+/// in the spec's packed layout, the last N mod 4 rows and the last K mod 128 columns kept apart
+/// without padding), plus the 4-byte scale. K = 784, N = 256 costs 2.0002 bits per weight, a
+/// 256 -> 10 head 2.0125 and a 3x3 convolution over one channel into 32 (288 weights) 2.11, the
+/// scale being most of the excess. The file holds the same bytes as memory, apart from a tail kept
+/// in lane layout (see split_matrix).
 
 #include <algorithm>
 #include <cmath>
@@ -32,45 +29,11 @@
 #include "../kernels/gemm.hpp"
 #include "../packed/activation_quant.hpp"
 #include "../packed/aligned_buffer.hpp"
-#include "../packed/lane_matrix.hpp"
-#include "../packed/packed_matrix.hpp"
-#include "../packed/ternary_gemm.hpp"
+#include "../packed/split_matrix.hpp"
 #include "../quantize.hpp"
 #include "inference_model.hpp"
 
 namespace tern {
-
-namespace detail {
-
-/// How a ternary N x K matrix is split into a main part and a folded tail (see the file comment).
-struct ternary_split {
-    std::size_t main_cols = 0;  ///< K0: columns held by the main matrix (a multiple of 128, may be 0)
-    std::size_t tail_cols = 0;  ///< r: columns folded into the tail (0: no tail)
-    std::size_t segments = 0;   ///< S: rows folded into one tail row
-    std::size_t tail_rows = 0;  ///< ceil(N / S)
-
-    static ternary_split of(std::size_t rows, std::size_t cols) {
-        ternary_split s;
-        const std::size_t r = cols % packed::block_weights;
-        if (r != 0 && r <= packed::block_weights / 2) {
-            s.main_cols = cols - r;
-            s.tail_cols = r;
-            s.segments = packed::block_weights / r;
-            s.tail_rows = (rows + s.segments - 1) / s.segments;
-        } else {
-            s.main_cols = cols;  // a single (padded) matrix
-        }
-        return s;
-    }
-    std::size_t main_bytes(std::size_t rows) const {
-        return main_cols ? packed::padded_rows_for(rows) * packed::padded_cols_for(main_cols) / 4 : 0;
-    }
-    std::size_t tail_bytes() const {
-        return tail_cols ? packed::padded_rows_for(tail_rows) * packed::block_weights / 4 : 0;
-    }
-};
-
-}  // namespace detail
 
 /// @brief Inference BitLinear: 2-bit packed ternary weights, a per-tensor scale s_w, optional bias.
 ///
@@ -87,47 +50,24 @@ public:
     /// @param policy  the training policy name, recorded in the file ("absmean", "absmedian").
     frozen_linear(const std::int8_t* codes, std::size_t in, std::size_t out, float s_w, const float* bias,
                   std::string policy, int activation_bits = 8)
-        : in_(in), out_(out), s_w_(s_w), policy_(std::move(policy)), split_(detail::ternary_split::of(out, in)) {
+        : in_(in), out_(out), s_w_(s_w), policy_(std::move(policy)) {
         check_header(activation_bits);
         detail::require(codes != nullptr, "frozen_linear: null codes");
-        if (split_.main_cols) {
-            std::vector<std::int8_t> m(out * split_.main_cols);
-            for (std::size_t n = 0; n < out; ++n)
-                std::copy(codes + n * in, codes + n * in + split_.main_cols, m.data() + n * split_.main_cols);
-            main_ = packed::packed_matrix(m, out, split_.main_cols);
-        }
-        if (split_.tail_cols) tail_ = packed::lane_matrix(codes + split_.main_cols, out, split_.tail_cols, in);
+        W_ = packed::split_matrix(codes, out, in);
         if (bias) bias_.assign(bias, bias + out);
     }
 
-    /// @brief Adopts packed bytes as written by save() (main and tail parts), checking every code.
-    /// @throws tern::error if a byte count is wrong, a code is 3 or a padding position is not 0.
+    /// @brief Adopts packed bytes as written by save() (the split_matrix's body, strip and tail),
+    /// checking every code.
+    /// @throws tern::error if a byte count is wrong, a code is 3 or an unused code is not 1.
     frozen_linear(std::size_t in, std::size_t out, float s_w, std::vector<float> bias, std::string policy,
-                  int activation_bits, const std::vector<std::uint8_t>& main_bytes,
-                  const std::vector<std::uint8_t>& tail_bytes)
-        : in_(in), out_(out), s_w_(s_w), bias_(std::move(bias)), policy_(std::move(policy)),
-          split_(detail::ternary_split::of(out, in)) {
+                  int activation_bits, const std::vector<std::uint8_t>& body, const std::vector<std::uint8_t>& strip,
+                  const std::vector<std::uint8_t>& tail)
+        : in_(in), out_(out), s_w_(s_w), bias_(std::move(bias)), policy_(std::move(policy)) {
         check_header(activation_bits);
         detail::require(bias_.empty() || bias_.size() == out, "frozen_linear: bias has ", bias_.size(),
                         " values, expected ", out);
-        if (split_.main_cols) main_ = packed::packed_matrix(out, split_.main_cols, main_bytes.data(), main_bytes.size());
-        else detail::require(main_bytes.empty(), "frozen_linear: expected no main bytes, got ", main_bytes.size());
-        if (split_.tail_cols) {
-            const std::size_t r = split_.tail_cols, S = split_.segments;
-            const packed::packed_matrix folded(split_.tail_rows, S * r, tail_bytes.data(), tail_bytes.size());
-            // Segments past the last row (when S does not divide N) must hold weight 0.
-            for (std::size_t n = out; n < split_.tail_rows * S; ++n)
-                for (std::size_t i = 0; i < r; ++i)
-                    detail::require(folded.weight(n / S, (n % S) * r + i) == 0,
-                                    "frozen_linear: unused tail segment of row ", n, " holds a non-zero weight");
-            std::vector<std::int8_t> w(out * r);
-            for (std::size_t n = 0; n < out; ++n)
-                for (std::size_t i = 0; i < r; ++i)
-                    w[n * r + i] = static_cast<std::int8_t>(folded.weight(n / S, (n % S) * r + i));
-            tail_ = packed::lane_matrix(w.data(), out, r, r);
-        } else {
-            detail::require(tail_bytes.empty(), "frozen_linear: expected no tail bytes, got ", tail_bytes.size());
-        }
+        W_ = packed::split_matrix(out, in, body, strip, tail);
     }
 
     std::string kind() const override { return "ternary_linear"; }
@@ -138,23 +78,13 @@ public:
     const std::vector<float>& bias() const { return bias_; }
     const std::string& policy() const { return policy_; }
     int activation_bits() const { return 8; }
-    /// @brief The main packed matrix (N x K0; empty when K < 128 and folded entirely into the tail).
-    const packed::packed_matrix& main_matrix() const { return main_; }
-    /// @brief The tail: the last K mod 128 columns when those are at most 64 (empty otherwise).
-    const packed::lane_matrix& tail_matrix() const { return tail_; }
+    /// @brief The packed weights.
+    const packed::split_matrix& weights() const { return W_; }
 
-    /// @brief The weight in {-1, 0, 1} at (@p n, @p k), whichever part holds it.
-    int weight(std::size_t n, std::size_t k) const {
-        if (k < split_.main_cols) return main_.weight(n, k);
-        return tail_.weight(n, k - split_.main_cols);
-    }
+    /// @brief The weight in {-1, 0, 1} at (@p n, @p k).
+    int weight(std::size_t n, std::size_t k) const { return W_.weight(n, k); }
     /// @brief All weights, N x K row-major in {-1, 0, 1}.
-    std::vector<std::int8_t> unpack() const {
-        std::vector<std::int8_t> w(out_ * in_);
-        for (std::size_t n = 0; n < out_; ++n)
-            for (std::size_t k = 0; k < in_; ++k) w[n * in_ + k] = static_cast<std::int8_t>(weight(n, k));
-        return w;
-    }
+    std::vector<std::int8_t> unpack() const { return W_.unpack(); }
 
     const tensor& forward(const tensor& x) override {
         const std::size_t T = detail::token_count(x, in_, "frozen_linear (ternary_linear)");
@@ -174,13 +104,7 @@ public:
         // The tail's products first (into dots_); the main product's epilogue then adds them while
         // it converts each finished chunk straight from the kernel's scratch to floats, so the
         // integer dots of the main part are never copied.
-        const std::int32_t* tail = nullptr;
-        if (split_.tail_cols) {
-            if (dots_.size() < T * N) dots_.resize(T * N);
-            std::fill(dots_.data(), dots_.data() + T * N, 0);
-            packed::lane_gemm_add(tail_, qa_.q.data() + split_.main_cols, qa_.padded_cols, T, dots_.data(), N);
-            tail = dots_.data();
-        }
+        const std::int32_t* tail = W_.tail_dots(qa_.q.data(), qa_.padded_cols, T, dots_, packed::kernel_path::automatic);
         // y = float(dot) * (1 / (s_w * s_x)) (+ b): one reciprocal per token, as packed::ternary_gemm.
         auto emit = [&](std::size_t n0, std::size_t n1, std::size_t t0, std::size_t t1, const std::int32_t* d,
                         std::size_t ld) {
@@ -200,30 +124,25 @@ public:
                 }
             }
         };
-        if (split_.main_cols) {
-            // The kernels subtract sum(q) over all K, which removes the +1 code offset of the tail
-            // as well (the tail's product adds raw codes).
-            packed::detail::run_ternary(main_, qa_.q.data(), qa_.padded_cols, qa_.sum.data(), T,
-                                        packed::kernel_path::automatic, "frozen_linear", emit);
-        } else {
-            // K <= 64: everything is tail; subtract sum(q) here.
-            if (neg_sum_.size() < T * N) neg_sum_.resize(T * N);
-            for (std::size_t t = 0; t < T; ++t)
-                for (std::size_t n = 0; n < N; ++n) neg_sum_[t * N + n] = -qa_.sum[t];
-            emit(0, N, 0, T, neg_sum_.data(), N);
-        }
+        // The main kernels subtract sum(q) over all K, which removes the +1 code offset of the
+        // tail as well (the tail's product adds raw codes).
+        W_.run_main(qa_.q.data(), qa_.padded_cols, qa_.sum.data(), T, packed::kernel_path::automatic, "frozen_linear",
+                    neg_sum_, emit);
     }
 
     nlohmann::json config() const override {
         return {{"kind", kind()},          {"in", in_},           {"out", out_}, {"bias", has_bias()},
-                {"activation_bits", 8},    {"policy", policy_},   {"packed_bytes", split_.main_bytes(out_)},
-                {"tail_bytes", split_.tail_bytes()}};
+                {"activation_bits", 8},    {"policy", policy_}};
     }
     void save(layer_writer& w) const override {
-        if (split_.main_cols) w.put_bytes("packed", main_.bytes(), main_.byte_count());
-        if (split_.tail_cols) {
-            const packed::packed_matrix folded = fold_tail();
-            w.put_bytes("packed_tail", folded.bytes(), folded.byte_count());
+        if (W_.body().rows()) w.put_bytes("packed", W_.body().bytes(), W_.body().byte_count());
+        if (W_.strip_rows() && W_.main_cols()) {
+            const auto strip = W_.strip_bytes();
+            w.put_bytes("packed_rows", strip.data(), strip.size());
+        }
+        if (W_.tail_cols()) {
+            const auto tail = W_.tail_stream();
+            w.put_bytes("packed_cols", tail.data(), tail.size());
         }
         w.put("scale", tensor(shape_t{1}, s_w_));
         if (has_bias()) {
@@ -235,7 +154,7 @@ public:
     std::size_t parameter_bytes() const override { return packed_bytes() + bias_.size() * sizeof(float); }
     std::size_t packed_weights() const override { return in_ * out_; }
     std::size_t packed_bytes() const override {
-        return (split_.main_cols ? main_.byte_count() : 0) + (split_.tail_cols ? tail_.byte_count() : 0) + sizeof(float);
+        return W_.resident_bytes() + sizeof(float);
     }
     feature_info propagate(feature_info in, const std::string& where) const override {
         detail::require(in.last == 0 || in.last == in_, where, ": expects ", in_,
@@ -248,8 +167,9 @@ public:
     }
 
     /// @brief Reads a frozen_linear from the entry of @p r: fields "in", "out", "bias",
-    /// "activation_bits", "policy"; tensors "packed", "packed_tail" (as the split requires),
-    /// "scale" and "bias". Layers that embed a packed projection (conv2d) can reuse it.
+    /// "activation_bits", "policy"; tensors "packed" (body), "packed_rows" (strip) and "packed_cols"
+    /// (tail) as the shape requires (see packed::split_matrix), "scale" and "bias". Layers that
+    /// embed a packed projection (conv2d) can reuse it.
     static frozen_linear read(const layer_reader& r) {
         const std::size_t in = r.size_field("in"), out = r.size_field("out");
         const bool bias = r.bool_field("bias");
@@ -257,10 +177,14 @@ public:
         if (bits != 8.0) r.fail("activation_bits ", bits, " is not supported by the packed kernels (8 only)");
         const std::string policy = r.string_field("policy");
         if (in > packed::max_cols) r.fail("in = ", in, " exceeds the kernels' limit of ", packed::max_cols);
-        const auto split = detail::ternary_split::of(out, in);
+        using packed::split_matrix;
         static const std::vector<std::uint8_t> none;
-        const auto& main = split.main_cols ? r.u8("packed", split.main_bytes(out)) : none;
-        const auto& tail = split.tail_cols ? r.u8("packed_tail", split.tail_bytes()) : none;
+        const auto part = [&](const char* name, std::size_t bytes) -> const std::vector<std::uint8_t>& {
+            return bytes ? r.u8(name, bytes) : none;
+        };
+        const auto& body = part("packed", split_matrix::body_bytes_for(out, in));
+        const auto& strip = part("packed_rows", split_matrix::strip_bytes_for(out, in));
+        const auto& tail = part("packed_cols", split_matrix::tail_bytes_for(out, in));
         const tensor scale = r.f32("scale", {1});
         const float s_w = scale(0);
         if (!(s_w > 0.0f) || !std::isfinite(s_w))
@@ -271,7 +195,7 @@ public:
             b.assign(bt.data(), bt.data() + out);
         }
         try {
-            return frozen_linear(in, out, s_w, std::move(b), policy, 8, main, tail);
+            return frozen_linear(in, out, s_w, std::move(b), policy, 8, body, strip, tail);
         } catch (const error& e) {
             r.fail("packed weights ", in, "x", out, ": ", e.what());
         }
@@ -292,23 +216,11 @@ private:
                         s_w_);
     }
 
-    /// The tail in the file's folded form (see the file comment).
-    packed::packed_matrix fold_tail() const {
-        const std::size_t r = split_.tail_cols, S = split_.segments, tc = S * r;
-        std::vector<std::int8_t> t(split_.tail_rows * tc, 0);
-        for (std::size_t n = 0; n < out_; ++n)
-            for (std::size_t i = 0; i < r; ++i)
-                t[(n / S) * tc + (n % S) * r + i] = static_cast<std::int8_t>(tail_.weight(n, i));
-        return packed::packed_matrix(t, split_.tail_rows, tc);
-    }
-
     std::size_t in_, out_;
     float s_w_;
     std::vector<float> bias_;
     std::string policy_;
-    detail::ternary_split split_;
-    packed::packed_matrix main_;
-    packed::lane_matrix tail_;
+    packed::split_matrix W_;
     // Scratch, reused across calls.
     packed::quantized_activations qa_;
     packed::aligned_buffer<std::int32_t> dots_, neg_sum_;

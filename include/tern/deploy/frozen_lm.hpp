@@ -10,7 +10,7 @@
 /// B sequences (the prompt, then one token at a time): the embedding continues the positions and
 /// every block attends to its cached keys and values. Outside that mode a call is a whole sequence.
 ///
-/// ## File entries (tern-packed-1)
+/// ## File entries (tern-packed-2)
 ///   - "token_embedding": {"vocab", "dim", "context", "learned_positions"}; tensors "weight"
 ///     F32 [vocab, dim], "positions" F32 [context, dim] with learned positions;
 ///   - "decoder_block": {"d_model", "heads", "rotary", "rotary_base", "mlp": "gelu"|"swiglu",

@@ -3,15 +3,18 @@
 /// @brief The packed model file: save a frozen (or trained) model, load it back as a run-time
 /// inference_model from the file alone.
 ///
-/// ## Format "tern-packed-1" (a safetensors file)
+/// ## Format "tern-packed-2" (a safetensors file)
 /// Tensors, named "<layer path>.<name>" (layer path "3", or "2.body.0" inside a residual):
-///   - ternary_linear: "packed" U8 [bytes] (main part, packed_matrix layout: codes w+1, 128-weight
-///     blocks of 32 bytes, rows interleaved by 4), "packed_tail" U8 [bytes] when K mod 128 is in
-///     1..64 (see deploy/frozen_linear.hpp), "scale" F32 [1] (s_w), "bias" F32 [N] if any;
+///   - ternary_linear (an N x K packed::split_matrix, exactly 2 bits per weight):
+///     "packed" U8 [N0 * K0 / 4], the body (N0 = N - N mod 4 rows, K0 = K - K mod 128 columns) in
+///     the packed_matrix layout: codes w+1, 128-weight blocks of 32 bytes, rows interleaved by 4;
+///     "packed_rows" U8 [(N mod 4) * K0 / 4], the last N mod 4 rows, tile by tile;
+///     "packed_cols" U8 [ceil(N * (K mod 128) / 4)], the last K mod 128 columns as a row-major
+///     code stream; each present only when non-empty; "scale" F32 [1] (s_w), "bias" F32 [N] if any;
 ///   - linear (full precision): "weight" F32 [N, K], "bias" F32 [N] if any;
 ///   - layer_norm / rms_norm: "weight" (gain), "bias" (shift) F32 [features] when affine;
 ///   - optional embedded test cases: "test.inputs" F32 [n, ...], "test.outputs" F32 [n, ...].
-/// Metadata (strings): "tern.format" = "tern-packed-1", "tern.version", "tern.policy" (e.g.
+/// Metadata (strings): "tern.format" = "tern-packed-2", "tern.version", "tern.policy" (e.g.
 /// "absmean"), "tern.activation_bits" = "8", "tern.model" (the trained model's description) and
 /// "tern.architecture", a JSON object {"input_shape": [...] | null, "layers": [{"kind": ...}, ...]}
 /// from which the model is rebuilt (residual entries nest "body" and "shortcut" layer arrays).
@@ -45,7 +48,7 @@
 namespace tern {
 
 /// @brief Metadata value of "tern.format" for packed model files.
-inline constexpr const char* packed_model_format = "tern-packed-1";
+inline constexpr const char* packed_model_format = "tern-packed-2";
 
 /// @brief Options of save_packed_model.
 struct packed_save_options {
@@ -192,6 +195,9 @@ inline inference_model parse_packed_model(const io::safetensors_data& data, cons
     detail::require(format != "tern-checkpoint-1", where,
                     ": this is a training checkpoint, not a packed model; export one with tern::save_packed_model "
                     "(e.g. mlp --export FILE)");
+    detail::require(format != "tern-packed-1", where, ": format 'tern-packed-1' comes from an earlier tern, whose ",
+                    "ternary layers padded rows and columns; expected '", packed_model_format,
+                    "': export the model again (e.g. mlp --export FILE)");
     detail::require(format == packed_model_format, where, ": expected format '", packed_model_format, "', found '",
                     format, "'");
     const std::string& policy = meta("tern.policy");

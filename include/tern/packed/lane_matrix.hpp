@@ -1,6 +1,6 @@
 #pragma once
 /// @file packed/lane_matrix.hpp
-/// @brief lane_matrix: a narrow ternary matrix (at most 64 columns) at 2 bits per weight, laid out
+/// @brief lane_matrix: a narrow ternary matrix (at most 128 columns) at 2 bits per weight, laid out
 /// so that each 32-bit SIMD lane belongs to one output row; and its integer product.
 ///
 /// packed_matrix cuts K into 128-weight blocks and sums each row across a register, which suits
@@ -39,8 +39,8 @@ public:
     static constexpr std::size_t unit_cols = 16;
     /// Bytes per unit.
     static constexpr std::size_t unit_bytes = 64;
-    /// Most columns a lane_matrix holds.
-    static constexpr std::size_t max_cols = 64;
+    /// Most columns a lane_matrix holds (a layer's K mod 128 tail has at most 127).
+    static constexpr std::size_t max_cols = 128;
 
     lane_matrix() = default;
 
@@ -69,7 +69,7 @@ public:
     std::size_t cols() const { return cols_; }
     /// @brief Row blocks of 16 rows.
     std::size_t row_blocks() const { return (rows_ + unit_rows - 1) / unit_rows; }
-    /// @brief Column chunks of 16 columns (1 to 4).
+    /// @brief Column chunks of 16 columns (1 to 8).
     std::size_t chunks() const { return (cols_ + unit_cols - 1) / unit_cols; }
     /// @brief Columns the product reads from every activation row (zeros past cols()).
     std::size_t padded_cols() const { return chunks() * unit_cols; }
@@ -151,17 +151,20 @@ __attribute__((target("avx2"))) inline void lane_gemm_add_avx2(const lane_matrix
         }
 }
 
-/// AVX-512 VNNI: a row block's codes are unpacked once (4 zmm per column chunk, NC chunks) and
-/// applied to four tokens at a time (four independent accumulator chains).
+/// AVX-512 VNNI: the codes of a row block's chunks [c0, c0 + NC) are unpacked once (4 zmm per
+/// chunk) and applied to four tokens at a time (four independent accumulator chains). NC <= 4
+/// keeps the 4 * NC code registers and the accumulators within the 32 zmm registers.
 template <int NC>
 __attribute__((target("avx2,avx512f,avx512bw,avx512vnni"))) inline void lane_gemm_add_avx512_nc(
-    const lane_matrix& W, const std::int8_t* q, std::size_t ldq, std::size_t T, std::int32_t* dots, std::size_t ldd) {
+    const lane_matrix& W, std::size_t c0, const std::int8_t* q, std::size_t ldq, std::size_t T, std::int32_t* dots,
+    std::size_t ldd) {
     const __m512i m3 = _mm512_set1_epi8(3);
-    const std::size_t N = W.rows();
+    const std::size_t N = W.rows(), chunks = W.chunks();
+    q += 16 * c0;
     for (std::size_t rb = 0; rb < W.row_blocks(); ++rb) {
         const std::size_t n0 = rb * 16, rows = std::min<std::size_t>(16, N - n0);
         const __mmask16 keep = static_cast<__mmask16>((1u << rows) - 1u);
-        const std::uint8_t* units = W.bytes() + rb * NC * lane_matrix::unit_bytes;
+        const std::uint8_t* units = W.bytes() + (rb * chunks + c0) * lane_matrix::unit_bytes;
         __m512i code[NC][4];
         for (int c = 0; c < NC; ++c) {
             const __m512i x = _mm512_load_si512(units + 64 * c);
@@ -193,13 +196,16 @@ __attribute__((target("avx2,avx512f,avx512bw,avx512vnni"))) inline void lane_gem
     }
 }
 
+/// Passes of at most 4 chunks; each adds its part of the products to dots.
 inline void lane_gemm_add_avx512(const lane_matrix& W, const std::int8_t* q, std::size_t ldq, std::size_t T,
                                  std::int32_t* dots, std::size_t ldd) {
-    switch (W.chunks()) {
-        case 1: return lane_gemm_add_avx512_nc<1>(W, q, ldq, T, dots, ldd);
-        case 2: return lane_gemm_add_avx512_nc<2>(W, q, ldq, T, dots, ldd);
-        case 3: return lane_gemm_add_avx512_nc<3>(W, q, ldq, T, dots, ldd);
-        default: return lane_gemm_add_avx512_nc<4>(W, q, ldq, T, dots, ldd);
+    for (std::size_t c0 = 0; c0 < W.chunks(); c0 += 4) {
+        switch (std::min<std::size_t>(4, W.chunks() - c0)) {
+            case 1: lane_gemm_add_avx512_nc<1>(W, c0, q, ldq, T, dots, ldd); break;
+            case 2: lane_gemm_add_avx512_nc<2>(W, c0, q, ldq, T, dots, ldd); break;
+            case 3: lane_gemm_add_avx512_nc<3>(W, c0, q, ldq, T, dots, ldd); break;
+            default: lane_gemm_add_avx512_nc<4>(W, c0, q, ldq, T, dots, ldd); break;
+        }
     }
 }
 

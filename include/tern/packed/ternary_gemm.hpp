@@ -37,19 +37,16 @@ inline constexpr std::size_t chunk_tokens = 64;
 /// Multiply-adds below which a call stays on one thread (pool wake-up costs ~1-2 us).
 inline constexpr double parallel_grain = 1e6;
 
-/// Runs the integer kernel over all row groups and hands each finished (rows x tokens) chunk to
-/// @p epilogue(n0, n1, t0, t1, dots, ldd), where dots[(t - t0) * ldd + (n - n0)] is the exact dot.
+/// Runs the integer kernel over the row groups of raw tiles in packed_matrix layout (@p groups
+/// groups of @p nb blocks, @p N <= 4 * groups real rows) and hands each finished (rows x tokens)
+/// chunk to @p epilogue(n0, n1, t0, t1, dots, ldd), where dots[(t - t0) * ldd + (n - n0)] is the
+/// exact dot of row n. The caller has checked @p ldq against the padded K (nb * 128).
 template <class Epilogue>
-void run_ternary(const packed_matrix& W, const std::int8_t* q, std::size_t ldq, const std::int32_t* sum_q,
-                 std::size_t T, kernel_path path, const char* where, Epilogue&& epilogue) {
-    require(W.rows() > 0, where, ": empty weight matrix");
-    require(ldq >= W.padded_cols(), where, ": activation row stride ", ldq, " is smaller than the padded K ",
-            W.padded_cols(), " (quantize with K = ", W.cols(), ")");
-    if (T == 0) return;
-    const kernel_path p = resolve_path(path, where);
-    const std::size_t nb = W.blocks(), groups = W.groups(), N = W.rows();
-    const std::uint8_t* w = W.bytes();
-    const double work = double(W.padded_rows()) * double(W.padded_cols()) * double(T);
+void run_ternary_tiles(const std::uint8_t* w, std::size_t nb, std::size_t groups, std::size_t N, const std::int8_t* q,
+                       std::size_t ldq, const std::int32_t* sum_q, std::size_t T, kernel_path p,
+                       Epilogue&& epilogue) {
+    if (T == 0 || groups == 0) return;
+    const double work = double(groups * group_rows) * double(nb * block_weights) * double(T);
     parallel_for(
         groups,
         [&](std::size_t lo, std::size_t hi) {
@@ -69,6 +66,18 @@ void run_ternary(const packed_matrix& W, const std::int8_t* q, std::size_t ldq, 
             }
         },
         work, parallel_grain);
+}
+
+/// run_ternary_tiles over a packed_matrix, after checking the stride and resolving the path.
+template <class Epilogue>
+void run_ternary(const packed_matrix& W, const std::int8_t* q, std::size_t ldq, const std::int32_t* sum_q,
+                 std::size_t T, kernel_path path, const char* where, Epilogue&& epilogue) {
+    require(W.rows() > 0, where, ": empty weight matrix");
+    require(ldq >= W.padded_cols(), where, ": activation row stride ", ldq, " is smaller than the padded K ",
+            W.padded_cols(), " (quantize with K = ", W.cols(), ")");
+    if (T == 0) return;
+    run_ternary_tiles(W.bytes(), W.blocks(), W.groups(), W.rows(), q, ldq, sum_q, T, resolve_path(path, where),
+                      epilogue);
 }
 
 }  // namespace detail
