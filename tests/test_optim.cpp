@@ -3,6 +3,8 @@
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <filesystem>
+#include <random>
+#include <vector>
 
 #include "tern/tern.hpp"
 
@@ -109,4 +111,42 @@ TEST_CASE("optimizer state saves, loads, rebinds and resets", "[optim][state]") 
     // State of another optimizer kind is refused.
     tern::sgd plain(p.list());
     REQUIRE_THROWS_WITH(plain.load_state(saved), Catch::Contains("'sgd'") && Catch::Contains("'adam'"));
+}
+
+TEST_CASE("the Adam update gives the same bits on every SIMD path", "[optim][simd]") {
+    using tern::kernels::detail::gemm_path;
+    std::mt19937 rng(9);
+    std::normal_distribution<float> d(0.0f, 1.0f);
+    const std::size_t n = 1000 + 13;  // not a multiple of any vector width
+    std::vector<float> w0(n), g(n), m0(n), v0(n);
+    for (std::size_t i = 0; i < n; ++i) {
+        w0[i] = d(rng);
+        g[i] = 1e-3f * d(rng);
+        m0[i] = 1e-3f * d(rng);
+        v0[i] = 1e-6f * std::abs(d(rng));
+    }
+    v0[5] = 0.0f;  // sqrt(0) and a zero gradient
+    g[5] = 0.0f;
+    for (const bool decoupled : {false, true}) {
+        const tern::kernels::adam_coefficients c{0.9f, 0.999f, 1e-8f, 3e-3f, 1.0f / std::sqrt(0.002f),
+                                                 decoupled ? 1.0f - 3e-3f * 0.01f : 1.0f, decoupled ? 0.0f : 0.01f};
+        auto w_ref = w0, m_ref = m0, v_ref = v0;
+        tern::kernels::adam_update(w_ref.data(), g.data(), m_ref.data(), v_ref.data(), n, c, gemm_path::scalar);
+        // The scalar path follows the formula of kernels/adam_update.hpp.
+        const float gk = g[7] + c.l2 * w0[7];
+        const float mk = c.b1 * m0[7] + (1.0f - c.b1) * gk, vk = c.b2 * v0[7] + (1.0f - c.b2) * gk * gk;
+        CHECK(m_ref[7] == Approx(mk).epsilon(1e-6));
+        CHECK(v_ref[7] == Approx(vk).epsilon(1e-6));
+        CHECK(w_ref[7] ==
+              Approx(w0[7] * c.shrink - c.step_size * mk / (std::sqrt(vk) * c.inv_sqrt_bc2 + c.eps)).epsilon(1e-6));
+        for (gemm_path p : {gemm_path::avx2, gemm_path::avx512}) {
+            if (!tern::kernels::detail::gemm_path_supported(p)) continue;
+            INFO("path " << tern::kernels::detail::gemm_path_name(p) << ", decoupled " << decoupled);
+            auto w = w0, m = m0, v = v0;
+            tern::kernels::adam_update(w.data(), g.data(), m.data(), v.data(), n, c, p);
+            CHECK(w == w_ref);
+            CHECK(m == m_ref);
+            CHECK(v == v_ref);
+        }
+    }
 }

@@ -22,6 +22,16 @@
 #define TERN_GEMM_X86 0
 #endif
 
+/// Stops the compiler from fusing the product held in @p v into the add that follows it
+/// (-ffp-contract=fast, the GNU default, does so wherever FMA is available): a fused multiply-add
+/// rounds once instead of twice, and SIMD loops that must round exactly as their portable
+/// reference (activation statistics, Adam) put it after each such product.
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#define TERN_UNFUSED(v) __asm__("" : "+v"(v))
+#else
+#define TERN_UNFUSED(v) ((void)0)
+#endif
+
 namespace tern::kernels::detail {
 
 /// Which implementation sgemm runs; `automatic` picks the best the CPU supports.

@@ -25,6 +25,7 @@
 #include <limits>
 
 #include "../error.hpp"
+#include "../kernels/gemm_common.hpp"
 #include "../quantize.hpp"
 #include "aligned_buffer.hpp"
 #include "cpu_dispatch.hpp"
@@ -76,15 +77,6 @@ inline float clamp_like_simd(float v) {
     v = v > -200.0f ? v : -200.0f;
     return v < 200.0f ? v : 200.0f;
 }
-
-/// Stops the compiler from fusing the product held in @p v into the add that follows it
-/// (-ffp-contract=fast, the GNU default, does so wherever FMA is available): a fused multiply-add
-/// rounds once instead of twice, and the SIMD statistics must round exactly as the portable loop.
-#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
-#define TERN_UNFUSED(v) __asm__("" : "+v"(v))
-#else
-#define TERN_UNFUSED(v) ((void)0)
-#endif
 
 /// What a token's quantization needs to know about it: the normalization's mean and rstd (0 and 1
 /// without normalization) and the range [lo, hi] of its raw values (NaNs ignored).
