@@ -88,6 +88,23 @@ TEST_CASE("lower median of |W| for odd and even counts", "[quantize]") {
         std::sort(a.begin(), a.end());
         REQUIRE(tern::weight_scale_value<tern::absmedian_ternary>(w.data(), w.size()) == a[(w.size() - 1) / 2]);
     }
+    // Both histogram levels shared: values a few ulps apart (bits below the second level decide),
+    // and a large trained-like normal layer.
+    const auto check_against_sort = [](std::vector<float> w) {
+        std::vector<float> a(w.size());
+        std::transform(w.begin(), w.end(), a.begin(), [](float x) { return std::fabs(x); });
+        std::sort(a.begin(), a.end());
+        CHECK(tern::weight_scale_value<tern::absmedian_ternary>(w.data(), w.size()) == a[(w.size() - 1) / 2]);
+    };
+    std::vector<float> close(2001);
+    for (std::size_t i = 0; i < close.size(); ++i)
+        close[i] = (i % 2 ? -1.0f : 1.0f) * std::nextafter(1.0f + float((i * 7919) % 1000) * 0x1p-23f, 2.0f);
+    check_against_sort(close);
+    std::mt19937 rng(3);
+    std::normal_distribution<float> normal(0.0f, 0.02f);
+    std::vector<float> layer(784 * 256);
+    for (auto& x : layer) x = normal(rng);
+    check_against_sort(layer);
 }
 
 TEST_CASE("an all-zero weight uses eps and yields zeros", "[quantize]") {
