@@ -56,6 +56,17 @@ constexpr std::size_t padded_rows_for(std::size_t rows) {
     return (rows + group_rows - 1) / group_rows * group_rows;
 }
 
+namespace detail {
+
+/// Checks the dims of a packed matrix: positive, K within max_cols, N * K within 2^40 weights.
+inline void check_packed_dims(std::size_t rows, std::size_t cols, const char* where) {
+    require(rows > 0 && cols > 0, where, ": dims must be positive, got ", rows, " x ", cols);
+    require(cols <= max_cols, where, ": ", cols, " columns exceed the limit of ", max_cols);
+    require(rows <= (std::size_t{1} << 40) / cols, where, ": ", rows, " x ", cols, " is too large");
+}
+
+}  // namespace detail
+
 /// @brief Packed ternary weight matrix (see the file comment for the exact byte layout).
 class packed_matrix {
 public:
@@ -149,9 +160,7 @@ public:
 
 private:
     void init_dims(std::size_t rows, std::size_t cols, const char* where) {
-        detail::require(rows > 0 && cols > 0, where, ": dims must be positive, got ", rows, " x ", cols);
-        detail::require(cols <= max_cols, where, ": ", cols, " columns exceed the limit of ", max_cols);
-        detail::require(rows <= (std::size_t{1} << 40) / cols, where, ": ", rows, " x ", cols, " is too large");
+        detail::check_packed_dims(rows, cols, where);
         rows_ = rows;
         cols_ = cols;
         padded_rows_ = padded_rows_for(rows);

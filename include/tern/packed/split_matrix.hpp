@@ -252,9 +252,7 @@ public:
 
 private:
     void init_dims(std::size_t rows, std::size_t cols, const char* where) {
-        detail::require(rows > 0 && cols > 0, where, ": dims must be positive, got ", rows, " x ", cols);
-        detail::require(cols <= max_cols, where, ": ", cols, " columns exceed the limit of ", max_cols);
-        detail::require(rows <= (std::size_t{1} << 40) / cols, where, ": ", rows, " x ", cols, " is too large");
+        detail::check_packed_dims(rows, cols, where);
         rows_ = rows;
         cols_ = cols;
         main_cols_ = cols - cols % block_weights;
