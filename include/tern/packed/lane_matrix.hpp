@@ -51,7 +51,7 @@ public:
         detail::require(rows > 0 && cols > 0, "lane_matrix: expected a non-empty shape, got ", rows, " x ", cols);
         detail::require(cols <= max_cols, "lane_matrix: at most ", max_cols, " columns, got ", cols);
         detail::require(w != nullptr, "lane_matrix: null weights");
-        storage_.resize(row_blocks() * chunks() * unit_bytes);
+        storage_.resize(bytes_for(rows, cols));
         std::uint8_t* out = storage_.data();
         for (std::size_t i = 0; i < storage_.size(); ++i) out[i] = 0x55;  // code 1 everywhere
         for (std::size_t n = 0; n < rows; ++n)
@@ -63,6 +63,11 @@ public:
                 const unsigned shift = bit_shift(k);
                 byte = static_cast<std::uint8_t>((byte & ~(3u << shift)) | (unsigned(v + 1) << shift));
             }
+    }
+
+    /// @brief Bytes of a rows x cols lane_matrix: rows and columns padded to multiples of 16.
+    static constexpr std::size_t bytes_for(std::size_t rows, std::size_t cols) {
+        return (rows + unit_rows - 1) / unit_rows * ((cols + unit_cols - 1) / unit_cols) * unit_bytes;
     }
 
     std::size_t rows() const { return rows_; }

@@ -111,7 +111,7 @@ public:
         const std::size_t count = rows * tail_cols_;
         std::vector<std::int8_t> t(count);
         for (std::size_t i = 0; i < 4 * tail.size(); ++i) {
-            const unsigned c = (tail[i / 4] >> (2 * (i % 4))) & 3u;
+            const unsigned c = stream_code(tail.data(), i);
             if (i < count) {
                 detail::require(c != 3, "split_matrix(raw): tail code ", i, " (row ", i / tail_cols_, ", column ",
                                 main_cols_ + i % tail_cols_, ") is the invalid code 3");
@@ -176,7 +176,7 @@ public:
             const std::size_t j = k - main_cols_;
             if (tail_in_lanes()) return lanes_.weight(n, j);
             const std::size_t i = n * tail_cols_ + j;
-            return int((stream_.data()[i / 4] >> (2 * (i % 4))) & 3u) - 1;
+            return int(stream_code(stream_.data(), i)) - 1;
         }
         if (n < body_rows()) return body_.weight(n, k);
         return int((strip_.data()[strip_offset(n - body_rows(), k)] >> code_shift(k)) & 3u) - 1;
@@ -200,7 +200,7 @@ public:
         } else {
             std::vector<std::int8_t> t(rows_ * tail_cols_);
             for (std::size_t i = 0; i < t.size(); ++i)
-                t[i] = static_cast<std::int8_t>(int((stream_.data()[i / 4] >> (2 * (i % 4))) & 3u) - 1);
+                t[i] = static_cast<std::int8_t>(int(stream_code(stream_.data(), i)) - 1);
             lane_gemm_add(lane_matrix(t.data(), rows_, tail_cols_, tail_cols_), q + main_cols_, ldq, T, out.data(),
                           rows_, path);
         }
@@ -265,6 +265,10 @@ private:
     }
     static unsigned code_shift(std::size_t k) { return unsigned(2 * ((k % block_weights) / block_bytes)); }
 
+    // Code i of a tail stream (see the file comment).
+    static unsigned stream_code(const std::uint8_t* stream, std::size_t i) {
+        return (stream[i / 4] >> (2 * (i % 4))) & 3u;
+    }
     static std::vector<std::uint8_t> encode_stream(const std::vector<std::int8_t>& t) {
         std::vector<std::uint8_t> s((t.size() + 3) / 4, 0x55);  // unused codes stay 1
         for (std::size_t i = 0; i < t.size(); ++i) {
@@ -276,7 +280,7 @@ private:
     // Keeps the tail (N x r, values in {-1, 0, 1}) as a lane_matrix when its padding is cheap.
     void set_tail(const std::vector<std::int8_t>& t) {
         if (tail_cols_ == 0) return;
-        const std::size_t padded = (rows_ + 15) / 16 * 16 * ((tail_cols_ + 15) / 16 * 16);
+        const std::size_t padded = 4 * lane_matrix::bytes_for(rows_, tail_cols_);  // codes, padding included
         if ((padded - rows_ * tail_cols_) * 100 <= rows_ * cols_) {
             lanes_ = lane_matrix(t.data(), rows_, tail_cols_, tail_cols_);
         } else {
