@@ -144,8 +144,10 @@ int main(int argc, char** argv) {
 
     std::printf("tern inference benchmark: 1 thread, packed kernels '%s', %s inputs\n",
                 tern::packed::active_kernel_path_name(), real ? "Fashion-MNIST" : "random");
-    std::printf("%-8s %-6s %14s %14s %14s %8s\n", "hidden", "batch", "fp32 img/s", "train-q img/s", "packed img/s",
-                "ratio");
+    // Baselines: the fp32 model frozen into the same inference path (the fair one: no activations
+    // kept for backward) and, as before, the fp32 training model's forward.
+    std::printf("%-8s %-6s %14s %14s %14s %14s %14s %9s %9s\n", "hidden", "batch", "fp32-frz img/s", "fp32-trn img/s",
+                "train-q img/s", "packed img/s", "static img/s", "vs frz", "vs trn");
     nlohmann::json results = nlohmann::json::array();
     bool all_identical = true;
     double min_ratio_batch1 = 1e30, min_ratio_batch64 = 1e30;
@@ -166,9 +168,11 @@ int main(int argc, char** argv) {
             }
         }
         ternary.set_training(false);
-        auto frozen = tern::freeze(ternary);
+        tern::inference_model frozen = tern::freeze(ternary);  // run-time model (as loaded from a file)
+        auto frozen_static = tern::freeze(ternary);             // the compile-time frozen model
         auto fp = make_mlp<tern::fp32>(hidden);
         fp.set_training(false);
+        tern::inference_model fp_frozen = tern::freeze(fp);
 
         // Predictions: frozen vs training model at lambda 1, batches of 500.
         std::size_t same = 0, correct = 0;
@@ -197,21 +201,27 @@ int main(int argc, char** argv) {
             std::size_t k = 0;
             volatile float sink = 0;
             const auto t = time_interleaved(
-                {[&] { sink = sink + fp.forward(inputs[k++ % inputs.size()]).data()[0]; },
+                {[&] { sink = sink + fp_frozen.run(inputs[k++ % inputs.size()]).data()[0]; },
+                 [&] { sink = sink + fp.forward(inputs[k++ % inputs.size()]).data()[0]; },
                  [&] { sink = sink + ternary.forward(inputs[k++ % inputs.size()]).data()[0]; },
-                 [&] { sink = sink + frozen.run(inputs[k++ % inputs.size()]).data()[0]; }});
-            const double t_fp = t[0], t_tq = t[1], t_pk = t[2];
-            const double ips_fp = double(batch) / t_fp, ips_tq = double(batch) / t_tq, ips_pk = double(batch) / t_pk;
-            const double ratio = ips_pk / ips_fp;
+                 [&] { sink = sink + frozen.run(inputs[k++ % inputs.size()]).data()[0]; },
+                 [&] { sink = sink + frozen_static.forward(inputs[k++ % inputs.size()]).data()[0]; }});
+            const double ips_ff = double(batch) / t[0], ips_fp = double(batch) / t[1], ips_tq = double(batch) / t[2],
+                         ips_pk = double(batch) / t[3], ips_st = double(batch) / t[4];
+            const double ratio = ips_pk / ips_ff, ratio_train = ips_pk / ips_fp;
             double& worst = batch == 1 ? min_ratio_batch1 : min_ratio_batch64;
             worst = std::min(worst, ratio);
-            std::printf("%-8zu %-6zu %14.0f %14.0f %14.0f %7.2fx\n", hidden, batch, ips_fp, ips_tq, ips_pk, ratio);
+            std::printf("%-8zu %-6zu %14.0f %14.0f %14.0f %14.0f %14.0f %8.2fx %8.2fx\n", hidden, batch, ips_ff, ips_fp,
+                        ips_tq, ips_pk, ips_st, ratio, ratio_train);
             results.push_back({{"hidden", hidden},
                                {"batch", batch},
+                               {"fp32_frozen_images_per_s", ips_ff},
                                {"fp32_images_per_s", ips_fp},
                                {"train_quantized_images_per_s", ips_tq},
                                {"packed_images_per_s", ips_pk},
+                               {"packed_static_images_per_s", ips_st},
                                {"ratio_packed_vs_fp32", ratio},
+                               {"ratio_packed_vs_fp32_training_forward", ratio_train},
                                {"packed_model_bytes", frozen.model_bytes()},
                                {"bits_per_weight", frozen.bits_per_weight()},
                                {"predictions_identical", identical}});
@@ -224,6 +234,7 @@ int main(int argc, char** argv) {
     tern::decoder_lm<tern::absmean_ternary> lm_q(lm_cfg);
     tern::decoder_lm<tern::fp32> lm_fp(lm_cfg);
     tern::inference_model lm_frozen = tern::freeze(lm_q);
+    tern::inference_model lm_fp_frozen = tern::freeze(lm_fp);
     std::vector<int> prompt(16);
     for (std::size_t i = 0; i < prompt.size(); ++i) prompt[i] = int((i * 37 + 11) % 256);
     const std::size_t gen = 128;
@@ -232,20 +243,26 @@ int main(int argc, char** argv) {
     all_identical = all_identical && lm_same;
     // Medians of interleaved rounds of CPU time, as for the MLP (each call: prompt + 128 tokens).
     std::size_t generated = 0;
-    const auto lm_t = time_interleaved({[&] { generated += tern::generate_tokens(lm_frozen, prompt, gen, greedy).size(); },
-                                        [&] { generated += lm_fp.generate(prompt, gen, greedy).size(); }},
-                                       quick ? 5 : 15);
-    const double lm_tps = double(gen) / lm_t[0], lm_fp_tps = double(gen) / lm_t[1];
+    const auto lm_t = time_interleaved(
+        {[&] { generated += tern::generate_tokens(lm_frozen, prompt, gen, greedy).size(); },
+         [&] { generated += tern::generate_tokens(lm_fp_frozen, prompt, gen, greedy).size(); },
+         [&] { generated += lm_fp.generate(prompt, gen, greedy).size(); }},
+        quick ? 5 : 15);
+    const double lm_tps = double(gen) / lm_t[0], lm_fp_tps = double(gen) / lm_t[1], lm_fp_train_tps = double(gen) / lm_t[2];
     tern::detail::require(generated > 0, "bench_inference: generation produced no tokens");
-    const double lm_ratio = lm_tps / lm_fp_tps;
+    const double lm_ratio = lm_tps / lm_fp_tps, lm_ratio_train = lm_tps / lm_fp_train_tps;
     std::printf("LM generation (vocab 256, d 256, 4 layers, prompt %zu, %zu tokens, 1 thread): packed %.1f tokens/s, "
-                "fp32 %.1f tokens/s, %.2fx; greedy tokens %s the training model's\n",
-                prompt.size(), gen, lm_tps, lm_fp_tps, lm_ratio, lm_same ? "equal" : "DIFFER FROM");
+                "fp32 frozen %.1f tokens/s (%.2fx), fp32 training model %.1f tokens/s (%.2fx); greedy tokens %s the "
+                "training model's\n",
+                prompt.size(), gen, lm_tps, lm_fp_tps, lm_ratio, lm_fp_train_tps, lm_ratio_train,
+                lm_same ? "equal" : "DIFFER FROM");
 
     const nlohmann::json summary = {{"benchmark", "inference"},
                                     {"lm_tokens_per_s", lm_tps},
                                     {"lm_fp32_tokens_per_s", lm_fp_tps},
+                                    {"lm_fp32_training_tokens_per_s", lm_fp_train_tps},
                                     {"lm_ratio_vs_fp32", lm_ratio},
+                                    {"lm_ratio_vs_fp32_training", lm_ratio_train},
                                     {"lm_tokens_identical", lm_same},
                                     {"threads", 1},
                                     {"kernel_path", tern::packed::active_kernel_path_name()},

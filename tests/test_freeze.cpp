@@ -11,6 +11,7 @@
 #include <fstream>
 #include <random>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -71,14 +72,14 @@ TEMPLATE_TEST_CASE("frozen ternary linear equals the training forward at lambda 
             const tern::tensor x = random_input({13, K}, rng);
             const tern::tensor y_train = l.forward(x);
 
-            tern::layer_list layers;
-            tern::freezer<tern::linear<TestType>>::append(l, layers);
-            REQUIRE(layers.size() == 1);
-            auto& f = dynamic_cast<tern::frozen_linear&>(*layers[0]);
+            // The frozen layer is the same template in the frozen policy, built from the trained one.
+            auto f = tern::freeze(l);
+            static_assert(std::is_same_v<decltype(f), tern::linear<tern::frozen<TestType>>>);
+            static_assert(!decltype(f)::trainable);
             std::vector<std::int8_t> codes(N * K);
             const float s_w = tern::ternarize_weights<TestType>(l.weight().data(), N * K, 1.0f, nullptr, codes.data());
-            CHECK(f.unpack() == codes);
-            CHECK(f.weight_scale() == s_w);
+            CHECK(f.core().packed_weights().unpack() == codes);
+            CHECK(f.core().weight_scale() == s_w);
 
             const tern::tensor y = f.forward(x);
             CHECK(max_row_relative_diff(y, y_train) < 1e-5);
@@ -101,7 +102,7 @@ TEMPLATE_TEST_CASE("frozen MLP matches the training model and predicts the same 
     std::mt19937 rng(8);
     auto model = make_mlp<TestType>(784, 96, 10);
     model.set_training(false);
-    auto frozen = tern::freeze(model);
+    tern::inference_model frozen = tern::freeze(model);
     REQUIRE(frozen.size() == 6);  // flatten, linear, relu, linear, relu, linear
     CHECK(frozen.policy() == std::string(TestType::name));
 
@@ -154,7 +155,7 @@ TEST_CASE("packed file round trip gives identical outputs", "[freeze][file]") {
     std::mt19937 rng(9);
     temp_dir dir("tern_test_freeze_");
     auto model = make_mlp<tern::absmedian_ternary>(784, 128, 10);
-    auto frozen = tern::freeze(model);
+    tern::inference_model frozen = tern::freeze(model);
     const tern::tensor probe = random_input({7, 784}, rng);
     tern::packed_save_options opt;
     opt.test_inputs = random_input({3, 784}, rng);
@@ -166,12 +167,10 @@ TEST_CASE("packed file round trip gives identical outputs", "[freeze][file]") {
     CHECK(loaded.model_bytes() == frozen.model_bytes());
     CHECK(loaded.describe() == frozen.describe());
     CHECK(bitwise_equal(loaded.forward(probe), frozen.forward(probe)));
-    for (std::size_t i = 0; i < frozen.size(); ++i)
-        if (auto* a = dynamic_cast<const tern::frozen_linear*>(&frozen.layer(i))) {
-            const auto& b = dynamic_cast<const tern::frozen_linear&>(loaded.layer(i));
-            CHECK(a->unpack() == b.unpack());
-            CHECK(a->weight_scale() == b.weight_scale());
-        }
+    // Every packed byte and scale survives the round trip.
+    const auto saved = tern::packed_model_data(frozen), reloaded = tern::packed_model_data(loaded);
+    REQUIRE(saved.names() == reloaded.names());
+    for (const auto& name : saved.names()) CHECK(saved.tensors.at(name).bytes == reloaded.tensors.at(name).bytes);
 
     // The trained model can be saved directly (frozen on the way).
     tern::save_packed_model(dir / "direct.safetensors", model);
@@ -197,7 +196,7 @@ TEST_CASE("mixed model: residual, norms, gelu, silu, dropout, fp16 and a pinned 
         if (p.name.find("weight") != std::string::npos && p.value->dimension() == 1)
             for (auto& v : *p.value) v = 1.0f + 0.1f * std::normal_distribution<float>()(rng);
     model.set_training(false);
-    auto frozen = tern::freeze(model);
+    tern::inference_model frozen = tern::freeze(model);
     CHECK(frozen.policy() == "absmean+fp16+fp32_prenorm+fp32");
     const tern::tensor x = random_input({2, 9, 64}, rng);
     const tern::tensor y_train = model.forward(x);
@@ -218,7 +217,7 @@ TEST_CASE("a 784x256 ternary layer costs at most 2.1 bits per weight in memory a
     tern::manual_seed(1);
     temp_dir dir("tern_test_freeze_");
     auto model = tern::sequential{tern::linear<tern::absmean_ternary>(784, 256)};
-    auto frozen = tern::freeze(model);
+    tern::inference_model frozen = tern::freeze(model);
     const double weights = 784.0 * 256.0;
     CHECK(frozen.packed_weights() == 784u * 256u);
     CHECK(frozen.bits_per_weight() <= 2.1);
@@ -241,7 +240,7 @@ TEST_CASE("every ternary layer of at least 400 weights costs at most 2.1 bits pe
                                                           {300, 7},  {129, 5}, {63, 63}, {784, 100}, {1000, 3}};
     for (const auto& [in, out] : shapes) {
         INFO(in << " -> " << out);
-        auto frozen = tern::freeze(tern::sequential{tern::linear<tern::absmedian_ternary>(in, out)});
+        tern::inference_model frozen = tern::freeze(tern::sequential{tern::linear<tern::absmedian_ternary>(in, out)});
         const double weights = double(in * out);
         CHECK(frozen.bits_per_weight() <= 2.1);  // in memory, scale included
         tern::save_packed_model(dir / "layer.safetensors", frozen);
@@ -256,17 +255,13 @@ TEST_CASE("every ternary layer of at least 400 weights costs at most 2.1 bits pe
     }
 }
 
-TEST_CASE("freeze rejects quantized layers the packed kernels cannot run", "[freeze]") {
-    auto four_bit = tern::sequential{tern::linear<tern::absmean_ternary, 4>(32, 8)};
-    require_error([&] { (void)tern::freeze(four_bit); }, {"4-bit", "8 only"});
-    auto float_acts = tern::sequential{tern::linear<tern::absmean_ternary, tern::float_activations>(32, 8)};
-    require_error([&] { (void)tern::freeze(float_acts); }, {"float activations", "8-bit"});
-}
+// A ternary layer with activation bits other than 8 has no frozen form: a compile-time error
+// (tests/compile_fail/freeze_bits.cpp), as is backward on a frozen layer (frozen_backward.cpp).
 
 TEST_CASE("frozen layers check their input", "[freeze]") {
     tern::manual_seed(2);
     auto model = make_mlp<tern::absmean_ternary>(784, 32, 10);
-    auto frozen = tern::freeze(model);
+    tern::inference_model frozen = tern::freeze(model);
     require_error([&] { (void)frozen.forward(tern::zeros({2, 783})); }, {"784", "783"});
 }
 
@@ -277,7 +272,7 @@ TEST_CASE("malformed packed files raise clear errors", "[freeze][file]") {
     // Hidden width 63: layer 1 (784 -> 63) has a body, a 3-row strip and a 16-column tail; layer 5
     // (63 -> 10) is all tail, 630 codes in 158 bytes, the last 2 codes unused.
     auto model = make_mlp<tern::absmean_ternary>(784, 63, 10);
-    auto frozen = tern::freeze(model);
+    tern::inference_model frozen = tern::freeze(model);
     tern::packed_save_options opt;
     opt.test_inputs = random_input({2, 784}, rng);
     const tern::io::safetensors_data good = tern::packed_model_data(frozen, opt);
@@ -363,7 +358,7 @@ TEST_CASE("malformed packed files raise clear errors", "[freeze][file]") {
     }
     SECTION("inconsistent sizes between consecutive layers") {
         // Replace layer 3 (63 -> 63) by a 32 -> 63 layer with matching tensors.
-        auto other = tern::freeze(tern::sequential{tern::linear<tern::absmean_ternary>(32, 63)});
+        tern::inference_model other = tern::freeze(tern::sequential{tern::linear<tern::absmean_ternary>(32, 63)});
         auto d = good;
         for (auto it = d.tensors.begin(); it != d.tensors.end();)
             it = it->first.rfind("3.", 0) == 0 ? d.tensors.erase(it) : std::next(it);
@@ -387,7 +382,9 @@ TEST_CASE("malformed packed files raise clear errors", "[freeze][file]") {
     SECTION("wrong metadata") {
         auto d = good;
         d.metadata["tern.format"] = "tern-packed-9";
-        require_error([&] { write_and_load(d); }, {named, "expected format 'tern-packed-2'", "tern-packed-9"});
+        require_error([&] { write_and_load(d); }, {named, "expected format 'tern-packed-3'", "tern-packed-9"});
+        d.metadata["tern.format"] = "tern-packed-2";
+        require_error([&] { write_and_load(d); }, {named, "'tern-packed-2'", "earlier tern", "export the model again"});
         d.metadata["tern.format"] = "tern-packed-1";
         require_error([&] { write_and_load(d); }, {named, "'tern-packed-1'", "earlier tern", "export the model again"});
         d = good;
@@ -446,10 +443,10 @@ TEST_CASE("layer kinds registered outside the core save and load", "[freeze][fil
     tern::manual_seed(21);
     std::mt19937 rng(22);
     temp_dir dir("tern_test_freeze_");
-    auto frozen = tern::freeze(tern::sequential{tern::linear<tern::absmean_ternary>(40, 12), tern::relu{}});
+    tern::inference_model frozen = tern::freeze(tern::sequential{tern::linear<tern::absmean_ternary>(40, 12), tern::relu{}});
     tern::layer_list layers;
-    layers.push_back(std::make_unique<tern::frozen_linear>(
-        dynamic_cast<const tern::frozen_linear&>(frozen.layer(0))));
+    layers.push_back(std::make_unique<tern::erased_layer<tern::linear<tern::frozen<tern::absmean_ternary>>>>(
+        tern::freeze(tern::linear<tern::absmean_ternary>(40, 12))));
     layers.push_back(std::make_unique<times_two>());
     tern::inference_model model(std::move(layers), "absmean");
     tern::save_packed_model(dir / "custom.safetensors", model);

@@ -13,7 +13,7 @@
 #include <vector>
 
 #include <tern/deploy/freeze.hpp>
-#include <tern/deploy/frozen_conv.hpp>
+#include <tern/deploy/packed_model.hpp>
 #include <tern/deploy/packed_model.hpp>
 #include <tern/io/safetensors.hpp>
 #include <tern/layers/activations.hpp>
@@ -150,7 +150,7 @@ TEST_CASE("fp32 CNN freezes to full-precision convolutions", "[freeze][cnn]") {
     std::mt19937 rng(8);
     auto model = make_resnet<tern::fp32, tern::conv2d<tern::fp32>>();
     check_frozen_equals_training(model, rng);
-    CHECK(tern::freeze(model).packed_weights() == 0);
+    CHECK(tern::inference_model(tern::freeze(model)).packed_weights() == 0);
 }
 
 TEST_CASE("malformed CNN packed files raise tern::error", "[freeze][cnn]") {
@@ -175,9 +175,10 @@ TEST_CASE("malformed CNN packed files raise tern::error", "[freeze][cnn]") {
         const auto d = with_arch([](nlohmann::json& a) { a["layers"][0]["kernel"] = 5; });
         require_error([&] { tern::parse_packed_model(d, where); }, {"layer 0", "ternary_conv2d"});
     }
-    SECTION("projection of the wrong kind") {
-        const auto d = with_arch([](nlohmann::json& a) { a["layers"][0]["projection"][0]["kind"] = "linear"; });
-        require_error([&] { tern::parse_packed_model(d, where); }, {"layer 0", "projection kind"});
+    SECTION("policy that does not fit the kind") {
+        const auto d = with_arch([](nlohmann::json& a) { a["layers"][0]["policy"] = "fp32"; });
+        require_error([&] { tern::parse_packed_model(d, where); },
+                      {"layer 0", "field 'policy'", "absmean, absmedian", "'fp32'"});
     }
     SECTION("channel count that does not chain") {
         const auto d = with_arch([](nlohmann::json& a) { a["layers"][1]["channels"] = 9; });
@@ -185,21 +186,21 @@ TEST_CASE("malformed CNN packed files raise tern::error", "[freeze][cnn]") {
     }
     SECTION("missing batch-norm tensor") {
         tern::io::safetensors_data d = good;
-        d.tensors.erase("1.shift");
-        require_error([&] { tern::parse_packed_model(d, where); }, {"missing tensor '1.shift'"});
+        d.tensors.erase("1.running_var");
+        require_error([&] { tern::parse_packed_model(d, where); }, {"missing tensor '1.running_var'"});
     }
     SECTION("truncated packed convolution weights") {
         tern::io::safetensors_data d = good;
-        auto& t = d.tensors.at("3.body.0.projection.0.packed_cols");  // 8 x 72: all tail
+        auto& t = d.tensors.at("3.body.0.packed_cols");  // 8 x 72: all tail
         t.bytes.resize(t.bytes.size() - 1);
         t.shape = {t.bytes.size()};
         require_error([&] { tern::parse_packed_model(d, where); },
-                      {"3.body.0.projection.0.packed_cols", "expected U8 [144]", "found U8 [143]"});
+                      {"3.body.0.packed_cols", "expected U8 [144]", "found U8 [143]"});
     }
     SECTION("changed weights fail the embedded test cases") {
         tern::io::safetensors_data d = good;
-        auto& t = d.tensors.at("1.scale");
-        for (std::size_t c = 0; c < 8; ++c) t.bytes[4 * c + 2] ^= 0x20;  // every scale off by about 25%
+        auto& t = d.tensors.at("1.weight");  // the batch norm's gain
+        for (std::size_t c = 0; c < 8; ++c) t.bytes[4 * c + 2] ^= 0x20;  // every gain off by about 25%
         require_error([&] { tern::parse_packed_model(d, where); }, {"embedded test case"});
     }
 }

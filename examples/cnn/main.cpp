@@ -24,7 +24,7 @@
 
 #include "common/cli.hpp"
 #include "tern/data/augment.hpp"
-#include "tern/deploy/frozen_conv.hpp"   // --export
+#include "tern/deploy/packed_model.hpp"   // --export
 #include "tern/deploy/packed_model.hpp"  // --export
 #include "tern/layers/batch_norm.hpp"
 #include "tern/layers/conv2d.hpp"
@@ -263,7 +263,7 @@ int main(int argc, char** argv) {
         s.eval_only = args.flag("eval-only", "only evaluate (use with --load)");
         s.log = args.value("log", "", "CSV file for the training curves");
         s.quiet = args.flag("quiet", "no progress bar or confusion matrix");
-        s.export_path = args.value("export", "", "packed model file (tern-packed-2) to write after training, for infer");
+        s.export_path = args.value("export", "", "packed model file (tern-packed-3) to write after training, for infer");
         if (!args.finish()) return 0;
         if (s.data_dir.empty()) {
             tern::detail::require(s.dataset == "fashion", "--dataset ", s.dataset,

@@ -19,7 +19,7 @@
 
 #include "common/cli.hpp"
 #include "tern/data/idx.hpp"
-#include "tern/deploy/frozen_conv.hpp"
+#include "tern/deploy/packed_model.hpp"
 #include "tern/deploy/frozen_lm.hpp"
 #include "tern/deploy/packed_model.hpp"
 #include "tern/io/safetensors.hpp"
@@ -45,7 +45,7 @@ float metadata_number(const tern::io::safetensors_data& file, const std::string&
 int main(int argc, char** argv) {
     try {
         tern_examples::cli args(argc, argv, "Classifies IDX test images with a packed tern model file.");
-        const std::string model_path = args.value("model", "", "packed model file (safetensors, tern-packed-2)");
+        const std::string model_path = args.value("model", "", "packed model file (safetensors, tern-packed-3)");
         const std::string data_dir = args.value("data", "/usr/share/datasets/fashion-mnist",
                                                 "directory with the IDX test files (t10k-*)");
         const auto threads = std::size_t(args.integer("threads", 1, 1, 1024, "threads"));

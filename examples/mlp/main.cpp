@@ -203,7 +203,7 @@ int main(int argc, char** argv) {
         s.load = args.value("load", "", "checkpoint to start from (resumes training when it has optimizer state)");
         s.eval_only = args.flag("eval-only", "only evaluate (use with --load)");
         s.log = args.value("log", "", "CSV file for the training curves");
-        s.export_path = args.value("export", "", "packed model file (tern-packed-2) to write after training, for infer");
+        s.export_path = args.value("export", "", "packed model file (tern-packed-3) to write after training, for infer");
         s.quiet = args.flag("quiet", "no progress bar or confusion matrix");
         s.schedule.switch_at = std::size_t(args.integer(
             "switch-at", 0, 0, 1L << 40, "continual QAT: train in --pre-policy until this step, then in --policy"));

@@ -83,6 +83,51 @@ concept quantization_policy = requires {
     { P::scale } -> std::convertible_to<weight_scale>;
 };
 
+/// @brief The forward-only instantiation of policy @p P: what tern::freeze turns a trained layer
+/// into. The layer templates are the same; with a frozen policy they keep no training state, and a
+/// ternary projection holds 2-bit packed codes and runs the integer kernels (8-bit activations).
+/// Its traits are P's, so a frozen layer computes exactly what P computes at lambda 1.
+template <quantization_policy P>
+struct frozen {
+    using trained = P;  ///< the training policy this one was frozen from
+    static constexpr std::string_view name = P::name;
+    static constexpr bool ternary = P::ternary;
+    static constexpr bool half_precision = P::half_precision;
+    static constexpr bool normalize_input = P::normalize_input;
+    static constexpr weight_scale scale = P::scale;
+};
+
+/// @brief A forward-only (frozen) policy.
+template <class P>
+concept forward_only_policy = quantization_policy<P> && requires { typename P::trained; };
+
+/// @brief Whether layers in policy @p P train (keep activations and gradients for backward).
+template <class P>
+inline constexpr bool trainable_policy = !forward_only_policy<P>;
+
+namespace detail {
+/// Stands in for a member a frozen instantiation does not have.
+struct empty {};
+
+template <class P>
+struct freeze_policy {
+    using type = frozen<P>;
+};
+template <class P>
+struct freeze_policy<frozen<P>> {
+    using type = frozen<P>;
+};
+}  // namespace detail
+
+/// @brief A member of type T in a trainable instantiation, nothing in a frozen one (declare it
+/// `[[no_unique_address]]`): training-only state (inputs kept for backward, gradients).
+template <class P, class T>
+using training_only = std::conditional_t<trainable_policy<P>, T, detail::empty>;
+
+/// @brief frozen<P>, or P itself when it is frozen already.
+template <class P>
+using frozen_t = typename detail::freeze_policy<P>::type;
+
 /// @brief Activation bit width meaning "keep activations in float" (no activation quantization).
 inline constexpr int float_activations = 32;
 

@@ -26,12 +26,12 @@ namespace tern {
 template <class... Layers>
 class sequential {
     static_assert(sizeof...(Layers) > 0, "tern::sequential: a model needs at least one layer");
-    static_assert((layer<Layers> && ...),
+    static_assert((forward_layer<Layers> && ...),
                   "tern::sequential: every element must be a layer (forward, backward, describe)");
 
 public:
-    template <class Q>
-    using rebind = sequential<rebind_t<Layers, Q>...>;
+    template <class T>
+    using transform = sequential<transform_t<Layers, T>...>;
 
     explicit sequential(Layers... layers) : layers_(std::move(layers)...) {}
 
@@ -153,8 +153,8 @@ std::string policy_name(const Model& model) {
 
 /// @brief The same model in policy Q, every parameter copied exactly (continual QAT conversion).
 template <class Q, class Model>
-typename Model::template rebind<Q> convert(const Model& model) {
-    return typename Model::template rebind<Q>(model);
+rebind_t<Model, Q> convert(const Model& model) {
+    return rebind_t<Model, Q>(model);
 }
 
 }  // namespace tern

@@ -49,6 +49,15 @@ inline shape_t with_last_axis(const tensor& x, std::size_t last) {
     return s;
 }
 
+/// Makes @p y hold shape @p x.shape() with the last axis replaced by @p last (no allocation when
+/// the shape is unchanged).
+inline void shape_like(tensor& y, const tensor& x, std::size_t last) {
+    bool same = y.dimension() == x.dimension();
+    for (std::size_t i = 0; same && i + 1 < x.dimension(); ++i) same = y.shape()[i] == x.shape()[i];
+    if (same && x.dimension() > 0) same = y.shape()[x.dimension() - 1] == last;
+    if (!same) y.resize(with_last_axis(x, last));
+}
+
 }  // namespace detail
 
 /// @brief A zero-filled tensor of the given shape.

@@ -10,7 +10,7 @@
 /// B sequences (the prompt, then one token at a time): the embedding continues the positions and
 /// every block attends to its cached keys and values. Outside that mode a call is a whole sequence.
 ///
-/// ## File entries (tern-packed-2)
+/// ## File entries (tern-packed-3)
 ///   - "token_embedding": {"vocab", "dim", "context", "learned_positions"}; tensors "weight"
 ///     F32 [vocab, dim], "positions" F32 [context, dim] with learned positions;
 ///   - "decoder_block": {"d_model", "heads", "rotary", "rotary_base", "mlp": "gelu"|"swiglu",
@@ -34,27 +34,24 @@
 #include "../layers/mlp_block.hpp"
 #include "../layers/transformer.hpp"
 #include "freeze.hpp"
-#include "frozen_linear.hpp"
 #include "inference_model.hpp"
 
 namespace tern {
 
 namespace detail {
 
-/// The single inference layer a training layer freezes to.
+/// The run-time form of training layer @p l frozen (one erased layer template).
 template <class L>
 std::unique_ptr<inference_layer> freeze_one(const L& l) {
-    layer_list t;
-    freezer<L>::append(l, t);
-    require(t.size() == 1, "freeze: expected one inference layer, got ", t.size());
-    return std::move(t[0]);
+    return std::make_unique<erased_layer<frozen_layer_t<L>>>(frozen_layer_t<L>(l));
 }
 
-/// (in, out) of a frozen_linear or frozen_dense; (0, 0) for anything else.
+/// (in, out) of a projection, from its configuration; (0, 0) for a layer without them.
 inline std::pair<std::size_t, std::size_t> projection_dims(const inference_layer& l) {
-    if (auto* p = dynamic_cast<const frozen_linear*>(&l)) return {p->in_features(), p->out_features()};
-    if (auto* d = dynamic_cast<const frozen_dense*>(&l)) return {d->in_features(), d->out_features()};
-    return {0, 0};
+    const nlohmann::json c = l.config();
+    if (!c.contains("in") || !c.contains("out") || !c["in"].is_number_unsigned() || !c["out"].is_number_unsigned())
+        return {0, 0};
+    return {c["in"].get<std::size_t>(), c["out"].get<std::size_t>()};
 }
 
 inline void save_sub(const layer_writer& w, const char* name, const inference_layer& l) {
@@ -199,9 +196,9 @@ public:
         detail::require((mlp_ == mlp_kind::swiglu) == bool(p_.gate), "decoder_block: a gate projection is ",
                         mlp_ == mlp_kind::swiglu ? "required (swiglu)" : "only valid with swiglu");
         for (const auto* n : {p_.norm1.get(), p_.norm2.get()}) {
-            auto* fn = dynamic_cast<const frozen_norm*>(n);
-            detail::require(fn != nullptr, "decoder_block: the norms must be rms_norm or layer_norm, got ", n->kind());
-            (void)fn->propagate({d_, d_}, "decoder_block norm");
+            detail::require(n->kind() == "rms_norm" || n->kind() == "layer_norm",
+                            "decoder_block: the norms must be rms_norm or layer_norm, got ", n->kind());
+            (void)n->propagate({d_, d_}, "decoder_block norm");
         }
         const auto check = [](const inference_layer& l, std::size_t in, std::size_t out, const char* name) {
             const auto dims = detail::projection_dims(l);
@@ -430,48 +427,47 @@ private:
 };
 
 namespace detail {
-/// The norm inside an any_norm (rms_norm or layer_norm, eps 1e-5 for both).
+/// The norm inside an any_norm (rms_norm or layer_norm), as a run-time layer.
 inline std::unique_ptr<inference_layer> freeze_any_norm(const any_norm& n) {
-    const bool rms = n.describe().rfind("rms_norm", 0) == 0;
-    return freeze_norm(n, rms, 1e-5f);
+    return n.visit([](const auto& norm) -> std::unique_ptr<inference_layer> { return freeze_one(norm); });
+}
+
+/// decoder_block: one frozen_decoder_block (projections packed in ternary policies).
+template <class P, int B>
+std::unique_ptr<inference_layer> freeze_block(const decoder_block<P, B>& l) {
+    const auto& a = l.attention();
+    frozen_decoder_block::parts p;
+    p.norm1 = freeze_any_norm(l.norm1());
+    p.q = freeze_one(a.q_proj());
+    p.k = freeze_one(a.k_proj());
+    p.v = freeze_one(a.v_proj());
+    p.o = freeze_one(a.o_proj());
+    p.norm2 = freeze_any_norm(l.norm2());
+    p.up = freeze_one(l.mlp().up_proj());
+    if (l.mlp().gate_proj()) p.gate = freeze_one(*l.mlp().gate_proj());
+    p.down = freeze_one(l.mlp().down_proj());
+    return std::make_unique<frozen_decoder_block>(a.d_model(), a.heads(), a.options().rotary, a.options().rotary_base,
+                                                  l.mlp().kind(), std::move(p));
 }
 }  // namespace detail
 
-/// @brief decoder_block: one frozen_decoder_block (projections packed in ternary policies).
+/// @brief A frozen decoder_lm as a run-time model: [token_embedding, decoder_block x L, final
+/// norm, head] (the head packed only when the training head was quantized).
 template <class P, int B>
-struct freezer<decoder_block<P, B>> {
-    static void append(const decoder_block<P, B>& l, layer_list& out) {
-        const auto& a = l.attention();
-        frozen_decoder_block::parts p;
-        p.norm1 = detail::freeze_any_norm(l.norm1());
-        p.q = detail::freeze_one(a.q_proj());
-        p.k = detail::freeze_one(a.k_proj());
-        p.v = detail::freeze_one(a.v_proj());
-        p.o = detail::freeze_one(a.o_proj());
-        p.norm2 = detail::freeze_any_norm(l.norm2());
-        p.up = detail::freeze_one(l.mlp().up_proj());
-        if (l.mlp().gate_proj()) p.gate = detail::freeze_one(*l.mlp().gate_proj());
-        p.down = detail::freeze_one(l.mlp().down_proj());
-        out.push_back(std::make_unique<frozen_decoder_block>(a.d_model(), a.heads(), a.options().rotary,
-                                                             a.options().rotary_base, l.mlp().kind(), std::move(p)));
-    }
-};
-
-/// @brief decoder_lm: [token_embedding, decoder_block x L, final norm, head] (the head packed only
-/// when the training head was quantized).
-template <class P, int B>
-struct freezer<decoder_lm<P, B>> {
-    static void append(const decoder_lm<P, B>& lm, layer_list& out) {
-        const lm_config& c = lm.config();
-        tensor pos = lm.positions() ? tensor(lm.positions()->weight) : tensor::from_shape({0});
-        out.push_back(std::make_unique<frozen_token_embedding>(tensor(lm.token_embedding().weight), std::move(pos),
-                                                               c.context));
-        for (const auto& b : lm.blocks()) freezer<decoder_block<P, B>>::append(b, out);
-        out.push_back(detail::freeze_any_norm(lm.final_norm()));
-        if (lm.head_fp()) freezer<typename decoder_lm<P, B>::full_precision_head>::append(*lm.head_fp(), out);
-        else freezer<linear<P, B>>::append(*lm.head_quantized(), out);
-    }
-};
+inference_model freeze(const decoder_lm<P, B>& lm) {
+    layer_list out;
+    const lm_config& c = lm.config();
+    tensor pos = lm.positions() ? tensor(lm.positions()->weight) : tensor::from_shape({0});
+    out.push_back(
+        std::make_unique<frozen_token_embedding>(tensor(lm.token_embedding().weight), std::move(pos), c.context));
+    for (const auto& b : lm.blocks()) out.push_back(detail::freeze_block(b));
+    out.push_back(detail::freeze_any_norm(lm.final_norm()));
+    if (lm.head_fp()) out.push_back(detail::freeze_one(*lm.head_fp()));
+    else out.push_back(detail::freeze_one(*lm.head_quantized()));
+    inference_model m(std::move(out), policy_name(lm));
+    m.set_source_description(lm.describe());
+    return m;
+}
 
 namespace detail {
 /// Loaders of the LM kinds; called by register_builtin_layer_kinds() on the first load.
@@ -483,7 +479,7 @@ inline void register_lm_layer_kinds() {
 
 /// @brief Whether @p model is a frozen language model (its first layer is a token_embedding).
 inline bool is_language_model(const inference_model& model) {
-    return model.size() > 0 && dynamic_cast<const frozen_token_embedding*>(&model.layer(0)) != nullptr;
+    return model.size() > 0 && model.layer(0).kind() == "token_embedding";
 }
 
 /// @brief Continues @p prompt by @p count tokens with the key/value caches, exactly as
@@ -496,7 +492,7 @@ inline std::vector<int> generate_tokens(inference_model& model, const std::vecto
     detail::require(is_language_model(model), "generate_tokens: the model is not a language model (its first layer is ",
                     model.size() ? model.layer(0).kind() : std::string("missing"), ", expected token_embedding)");
     detail::require(!prompt.empty(), "generate_tokens: expected a non-empty prompt");
-    const std::size_t context = dynamic_cast<const frozen_token_embedding&>(model.layer(0)).context();
+    const std::size_t context = model.layer(0).config()["context"].get<std::size_t>();
     std::mt19937_64 rng(options.seed);
     std::vector<int> seq = prompt, out;
     std::size_t cached = 0;

@@ -7,7 +7,7 @@
 /// one without knowing any compile-time type: the file's architecture names each layer's kind,
 /// and a registry maps kinds to loaders. This header holds the protocol, the registry and the
 /// parameter-free or small layers (activations, flatten, norms, residual); the linear layers live
-/// in deploy/frozen_linear.hpp.
+/// in their own headers (linear, conv2d, ... in a frozen policy), wrapped by erased_layer.
 ///
 /// Inference layers own their output buffer: forward returns a reference that stays valid until
 /// the layer's next call, so a forward pass allocates nothing once the shapes are steady. A model
@@ -15,6 +15,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -28,143 +29,15 @@
 #include <vector>
 
 #include "../error.hpp"
+#include "../io/layer_io.hpp"
 #include "../io/safetensors.hpp"
-#include "../layers/activations.hpp"
+#include "../layers/residual.hpp"
+#include "../sequential.hpp"
+#include "../policy.hpp"
 #include "../quantize.hpp"
 #include "../tensor.hpp"
 
 namespace tern {
-
-/// @brief What the shape check knows about a layer's input or output: the last axis and the
-/// number of values per sample (0 = unknown).
-struct feature_info {
-    std::size_t last = 0;   ///< size of the last (feature) axis
-    std::size_t total = 0;  ///< values per sample (product of the non-batch axes)
-};
-
-/// @brief Writes one layer's tensors under its name prefix ("3.", "2.body.0.").
-class layer_writer {
-public:
-    layer_writer(io::safetensors_data& data, std::string prefix) : data_(data), prefix_(std::move(prefix)) {}
-    /// @brief Stores an F32 tensor as prefix + name.
-    void put(const std::string& name, const tensor& t) { data_.put(prefix_ + name, t); }
-    /// @brief Stores @p n raw bytes as a U8 tensor of shape [n].
-    void put_bytes(const std::string& name, const std::uint8_t* p, std::size_t n) {
-        data_.put_bytes(prefix_ + name, io::dtype::u8, {n}, std::vector<std::uint8_t>(p, p + n));
-    }
-    /// @brief A writer for a nested layer list ("<prefix><sub>.").
-    layer_writer nested(const std::string& sub) const { return layer_writer(data_, prefix_ + sub + "."); }
-    const std::string& prefix() const { return prefix_; }
-
-private:
-    io::safetensors_data& data_;
-    std::string prefix_;
-};
-
-/// @brief Reads one layer's configuration and tensors, with errors naming the file, the layer and
-/// what was expected versus found.
-class layer_reader {
-public:
-    /// @param where  "packed model 'f.safetensors'" (the file), @param path  layer path ("3", "2.body.0")
-    layer_reader(const io::safetensors_data& data, std::string where, std::string path, const nlohmann::json& config,
-                 std::set<std::string>& used)
-        : data_(data), where_(std::move(where)), path_(std::move(path)), config_(config), used_(used) {}
-
-    /// @brief Throws tern::error prefixed with the file and layer.
-    template <class... Parts>
-    [[noreturn]] void fail(Parts&&... parts) const {
-        detail::fail(context(), ": ", std::forward<Parts>(parts)...);
-    }
-    /// @brief "packed model 'f': layer 3 (ternary_linear)".
-    std::string context() const {
-        std::string kind = config_.is_object() && config_.contains("kind") && config_["kind"].is_string()
-                               ? config_["kind"].get<std::string>()
-                               : std::string("?");
-        return where_ + ": layer " + path_ + " (" + kind + ")";
-    }
-    const nlohmann::json& config() const { return config_; }
-    const std::string& path() const { return path_; }
-    const std::string& where() const { return where_; }
-
-    /// @brief A positive integer field of the configuration.
-    std::size_t size_field(const char* key) const {
-        const nlohmann::json& v = field(key);
-        if (!v.is_number_unsigned() || v.get<std::uint64_t>() == 0 || v.get<std::uint64_t>() > (std::uint64_t{1} << 40))
-            fail("field '", key, "': expected a positive integer, found ", v.dump());
-        return static_cast<std::size_t>(v.get<std::uint64_t>());
-    }
-    /// @brief A boolean field of the configuration.
-    bool bool_field(const char* key) const {
-        const nlohmann::json& v = field(key);
-        if (!v.is_boolean()) fail("field '", key, "': expected true or false, found ", v.dump());
-        return v.get<bool>();
-    }
-    /// @brief A finite number field of the configuration.
-    double number_field(const char* key) const {
-        const nlohmann::json& v = field(key);
-        if (!v.is_number() || !std::isfinite(v.get<double>()))
-            fail("field '", key, "': expected a finite number, found ", v.dump());
-        return v.get<double>();
-    }
-    /// @brief A string field of the configuration.
-    std::string string_field(const char* key) const {
-        const nlohmann::json& v = field(key);
-        if (!v.is_string()) fail("field '", key, "': expected a string, found ", v.dump());
-        return v.get<std::string>();
-    }
-    /// @brief An array field (nested layer lists).
-    const nlohmann::json& array_field(const char* key) const {
-        const nlohmann::json& v = field(key);
-        if (!v.is_array()) fail("field '", key, "': expected an array of layers, found ", v.type_name());
-        return v;
-    }
-
-    /// @brief The F32 tensor prefix + name with exactly @p shape.
-    tensor f32(const std::string& name, const shape_t& shape) const {
-        const io::stored_tensor& s = tensor_at(name);
-        if (s.type != io::dtype::f32 || s.shape != shape)
-            fail("tensor '", full(name), "': expected F32 ", detail::shape_string(shape), ", found ",
-                 io::dtype_name(s.type), " ", detail::shape_string(s.shape));
-        tensor t = tensor::from_shape(shape);
-        io::detail::le_to_floats(s.bytes.data(), t.size(), t.data());
-        return t;
-    }
-    /// @brief The U8 tensor prefix + name, which must hold exactly @p bytes bytes (shape [bytes]).
-    const std::vector<std::uint8_t>& u8(const std::string& name, std::size_t bytes) const {
-        const io::stored_tensor& s = tensor_at(name);
-        if (s.type != io::dtype::u8 || s.shape != shape_t{bytes})
-            fail("tensor '", full(name), "': expected U8 [", bytes, "] (", bytes, " packed bytes), found ",
-                 io::dtype_name(s.type), " ", detail::shape_string(s.shape));
-        return s.bytes;
-    }
-    /// @brief Whether the tensor prefix + name exists.
-    bool has(const std::string& name) const { return data_.contains(full(name)); }
-
-    /// @brief A reader for a layer of a nested list.
-    layer_reader nested(const std::string& sub, std::size_t index, const nlohmann::json& config) const {
-        return layer_reader(data_, where_, path_ + "." + sub + "." + std::to_string(index), config, used_);
-    }
-    /// @brief The tensor name prefix of this layer ("3.").
-    std::string prefix() const { return path_ + "."; }
-
-private:
-    std::string full(const std::string& name) const { return path_ + "." + name; }
-    const nlohmann::json& field(const char* key) const {
-        if (!config_.contains(key)) fail("missing field '", key, "' in the architecture entry ", config_.dump());
-        return config_[key];
-    }
-    const io::stored_tensor& tensor_at(const std::string& name) const {
-        auto it = data_.tensors.find(full(name));
-        if (it == data_.tensors.end()) fail("missing tensor '", full(name), "'");
-        used_.insert(full(name));
-        return it->second;
-    }
-
-    const io::safetensors_data& data_;
-    std::string where_, path_;
-    const nlohmann::json& config_;
-    std::set<std::string>& used_;
-};
 
 /// @brief A forward-only layer of an inference model.
 ///
@@ -261,15 +134,6 @@ std::size_t sum_layers(const layer_list& layers, Fn&& fn) {
     return n;
 }
 
-/// Makes @p y hold shape @p x.shape() with the last axis replaced by @p last (no allocation when
-/// the shape is unchanged).
-inline void shape_like(tensor& y, const tensor& x, std::size_t last) {
-    bool same = y.dimension() == x.dimension();
-    for (std::size_t i = 0; same && i + 1 < x.dimension(); ++i) same = y.shape()[i] == x.shape()[i];
-    if (same && x.dimension() > 0) same = y.shape()[x.dimension() - 1] == last;
-    if (!same) y.resize(with_last_axis(x, last));
-}
-
 }  // namespace detail
 
 /// @brief Registers (or replaces) the loader of layer kind @p kind. Returns true, so a header can
@@ -324,215 +188,271 @@ layer_list load_layers(const nlohmann::json& arr, MakeReader&& make_reader) {
     return out;
 }
 
-/// @brief relu, gelu or silu, element-wise, with the training layers' exact formulas.
-class frozen_activation final : public inference_layer {
+/// @brief A layer list as a compile-time layer (forward and describe): the run-time body and
+/// shortcut of a residual, so that tern::residual itself is what runs.
+class runtime_sequence {
 public:
-    enum class function { relu, gelu, silu };
-    explicit frozen_activation(function f) : f_(f) {}
+    runtime_sequence() = default;
+    explicit runtime_sequence(layer_list layers) : layers_(std::move(layers)) {}
 
-    std::string kind() const override {
-        switch (f_) {
-            case function::relu: return "relu";
-            case function::gelu: return "gelu";
-            case function::silu: return "silu";
-        }
-        return "?";
+    void forward(const tensor& x, tensor& y) { y = detail::run_layers(layers_, x); }
+    tensor forward(const tensor& x) { return detail::run_layers(layers_, x); }
+    std::string describe() const {
+        std::string s;
+        for (std::size_t i = 0; i < layers_.size(); ++i) s += (i ? ", " : "") + layers_[i]->describe();
+        return "[" + s + "]";
     }
-    const tensor& forward(const tensor& x) override {
-        detail::shape_like(out_, x, x.dimension() ? x.shape().back() : 1);
-        const float* in = x.data();
-        float* o = out_.data();
-        const std::size_t n = x.size();
-        switch (f_) {
-            case function::relu:
-                for (std::size_t i = 0; i < n; ++i) o[i] = relu::value(in[i]);
-                break;
-            case function::gelu:
-                for (std::size_t i = 0; i < n; ++i) o[i] = gelu::value(in[i]);
-                break;
-            case function::silu:
-                for (std::size_t i = 0; i < n; ++i) o[i] = silu::value(in[i]);
-                break;
-        }
-        return out_;
-    }
+    const layer_list& layers() const { return layers_; }
+    layer_list& layers() { return layers_; }
 
 private:
-    function f_;
-    tensor out_;
+    layer_list layers_;
 };
 
-/// @brief Merges every axis after the first (as tern::flatten).
-class frozen_flatten final : public inference_layer {
+/// @brief The run-time residual: tern::residual over two run-time layer lists.
+using runtime_residual = residual<runtime_sequence, runtime_sequence>;
+
+namespace detail {
+
+// What erased_layer asks of a layer: its members, and for the run-time residual (whose template
+// has no file protocol of its own) the same answers computed from its two branches.
+template <class L>
+std::string layer_kind(const L& l) {
+    return l.kind();
+}
+inline std::string layer_kind(const runtime_residual&) { return "residual"; }
+
+template <class L>
+nlohmann::json layer_config(const L& l) {
+    return l.config();
+}
+inline nlohmann::json layer_config(const runtime_residual& r) {
+    return {{"kind", "residual"},
+            {"body", layers_config(r.body().layers())},
+            {"shortcut", layers_config(r.shortcut().layers())}};
+}
+
+template <class L>
+void layer_save(const L& l, layer_writer& w) {
+    if constexpr (requires { l.save(w); }) l.save(w);
+}
+inline void layer_save(const runtime_residual& r, layer_writer& w) {
+    layer_writer bw = w.nested("body"), sw = w.nested("shortcut");
+    save_layers(r.body().layers(), bw);
+    save_layers(r.shortcut().layers(), sw);
+}
+
+/// Sum of @p fn over both branches of a run-time residual.
+template <class Fn>
+std::size_t residual_sum(const runtime_residual& r, Fn&& fn) {
+    return sum_layers(r.body().layers(), fn) + sum_layers(r.shortcut().layers(), fn);
+}
+
+template <class L>
+std::size_t layer_parameter_bytes(const L& l) {
+    if constexpr (requires { l.parameter_bytes(); }) return l.parameter_bytes();
+    else return 0;
+}
+inline std::size_t layer_parameter_bytes(const runtime_residual& r) {
+    return residual_sum(r, [](const inference_layer& l) { return l.parameter_bytes(); });
+}
+template <class L>
+std::size_t layer_packed_weights(const L& l) {
+    if constexpr (requires { l.packed_weights(); }) return l.packed_weights();
+    else return 0;
+}
+inline std::size_t layer_packed_weights(const runtime_residual& r) {
+    return residual_sum(r, [](const inference_layer& l) { return l.packed_weights(); });
+}
+template <class L>
+std::size_t layer_packed_bytes(const L& l) {
+    if constexpr (requires { l.packed_bytes(); }) return l.packed_bytes();
+    else return 0;
+}
+inline std::size_t layer_packed_bytes(const runtime_residual& r) {
+    return residual_sum(r, [](const inference_layer& l) { return l.packed_bytes(); });
+}
+
+template <class L>
+feature_info layer_propagate(const L& l, feature_info in, const std::string& where) {
+    if constexpr (requires { l.propagate(in, where); }) return l.propagate(in, where);
+    else return in;
+}
+inline feature_info layer_propagate(const runtime_residual& r, feature_info in, const std::string& where) {
+    const feature_info b = propagate_layers(r.body().layers(), in, where + " body");
+    const feature_info s = propagate_layers(r.shortcut().layers(), in, where + " shortcut");
+    require(b.last == 0 || s.last == 0 || b.last == s.last, where, ": the body gives ", b.last,
+            " features but the shortcut gives ", s.last);
+    return {b.last ? b.last : s.last, b.total ? b.total : s.total};
+}
+
+template <class L>
+void layer_begin_sequence(L& l, std::size_t batch, std::size_t capacity) {
+    if constexpr (requires { l.begin_sequence(batch, capacity); }) l.begin_sequence(batch, capacity);
+}
+inline void layer_begin_sequence(runtime_residual& r, std::size_t batch, std::size_t capacity) {
+    for (auto& l : r.body().layers()) l->begin_sequence(batch, capacity);
+    for (auto& l : r.shortcut().layers()) l->begin_sequence(batch, capacity);
+}
+template <class L>
+void layer_end_sequence(L& l) {
+    if constexpr (requires { l.end_sequence(); }) l.end_sequence();
+}
+inline void layer_end_sequence(runtime_residual& r) {
+    for (auto& l : r.body().layers()) l->end_sequence();
+    for (auto& l : r.shortcut().layers()) l->end_sequence();
+}
+
+}  // namespace detail
+
+/// @brief The run-time form of a layer L: type erasure over the one definition of the layer (as
+/// std::function wraps a callable). Every kind a file holds runs as such a wrapper around a layer
+/// template in a frozen policy, or a parameter-free layer; nothing here re-implements a layer.
+/// The wrapper owns the output buffer, so when L has `forward(x, y)` a forward pass allocates
+/// nothing once the shapes are steady.
+template <class L>
+class erased_layer final : public inference_layer {
 public:
-    std::string kind() const override { return "flatten"; }
+    explicit erased_layer(L layer) : layer_(std::move(layer)) {}
+
+    std::string kind() const override { return detail::layer_kind(layer_); }
     const tensor& forward(const tensor& x) override {
-        detail::require(x.dimension() >= 1, "flatten: expected a tensor with a batch axis, got a scalar");
-        if (x.dimension() == 2) return x;  // already flat: no copy (layers never modify their input)
-        const std::size_t batch = x.shape()[0];
-        const std::size_t per = batch ? x.size() / batch : 0;
-        if (out_.dimension() != 2 || out_.shape()[0] != batch || out_.shape()[1] != per) out_.resize({batch, per});
-        std::copy(x.data(), x.data() + x.size(), out_.data());
+        if constexpr (requires { layer_.forward(x, out_); }) layer_.forward(x, out_);
+        else out_ = layer_.forward(x);
         return out_;
     }
-    feature_info propagate(feature_info in, const std::string&) const override { return {in.total, in.total}; }
-
-private:
-    tensor out_;
-};
-
-/// @brief layer_norm (kind "layer_norm") or rms_norm (kind "rms_norm") over the last axis, with the
-/// optional affine part, computed exactly as the training layers do.
-class frozen_norm final : public inference_layer {
-public:
-    /// @param rms  RMSNorm (no mean, no shift) instead of LayerNorm.
-    /// @param gain, shift  empty when absent (shift only for layer_norm).
-    frozen_norm(bool rms, std::size_t features, float eps, tensor gain, tensor shift)
-        : rms_(rms), features_(features), eps_(eps), gain_(std::move(gain)), shift_(std::move(shift)) {
-        // A default tern::tensor is a 0-d scalar of size 1: "absent" is any 0-d or empty tensor.
-        affine_ = gain_.dimension() >= 1 && gain_.size() > 0;
-        has_shift_ = shift_.dimension() >= 1 && shift_.size() > 0;
-        detail::require(features > 0, kind(), ": expected a positive feature count");
-        detail::require(!affine_ || gain_.size() == features, kind(), ": gain has ", gain_.size(),
-                        " values, expected ", features);
-        detail::require(!has_shift_ || (affine_ && !rms_ && shift_.size() == features), kind(), ": shift has ",
-                        shift_.size(), " values, expected ", features, " (and only with a layer_norm gain)");
-    }
-
-    std::string kind() const override { return rms_ ? "rms_norm" : "layer_norm"; }
-    bool affine() const { return affine_; }
-
-    const tensor& forward(const tensor& x) override {
-        const std::size_t T = detail::token_count(x, features_, rms_ ? "rms_norm" : "layer_norm");
-        detail::shape_like(out_, x, features_);
-        const float* in = x.data();
-        float* out = out_.data();
-        const std::size_t K = features_;
-        if (!rms_) {
-            normalize_tokens(in, T, K, out, nullptr, eps_);
-        } else {
-            for (std::size_t t = 0; t < T; ++t) {
-                double s2 = 0;
-                for (std::size_t k = 0; k < K; ++k) s2 += double(in[t * K + k]) * in[t * K + k];
-                const float r = float(1.0 / std::sqrt(s2 / double(K) + double(eps_)));
-                for (std::size_t k = 0; k < K; ++k) out[t * K + k] = in[t * K + k] * r;
-            }
-        }
-        if (affine()) {
-            const float* g = gain_.data();
-            const bool has_shift = has_shift_;
-            const float* b = has_shift ? shift_.data() : nullptr;
-            for (std::size_t t = 0; t < T; ++t)
-                for (std::size_t k = 0; k < K; ++k)
-                    out[t * K + k] = out[t * K + k] * g[k] + (has_shift ? b[k] : 0.0f);
-        }
-        return out_;
-    }
-
-    nlohmann::json config() const override {
-        return {{"kind", kind()}, {"features", features_}, {"eps", eps_}, {"affine", affine()},
-                {"shift", has_shift_}};
-    }
-    void save(layer_writer& w) const override {
-        if (affine()) w.put("weight", gain_);
-        if (has_shift_) w.put("bias", shift_);
-    }
-    std::size_t parameter_bytes() const override {
-        return ((affine_ ? gain_.size() : 0) + (has_shift_ ? shift_.size() : 0)) * sizeof(float);
-    }
+    nlohmann::json config() const override { return detail::layer_config(layer_); }
+    void save(layer_writer& w) const override { detail::layer_save(layer_, w); }
+    std::size_t parameter_bytes() const override { return detail::layer_parameter_bytes(layer_); }
+    std::size_t packed_weights() const override { return detail::layer_packed_weights(layer_); }
+    std::size_t packed_bytes() const override { return detail::layer_packed_bytes(layer_); }
     feature_info propagate(feature_info in, const std::string& where) const override {
-        detail::require(in.last == 0 || in.last == features_, where, ": expects ", features_,
-                        " input features but the previous layers give ", in.last);
-        return {features_, in.total};
-    }
-
-    /// @brief Loader for the kinds "layer_norm" and "rms_norm".
-    static std::unique_ptr<inference_layer> load(const layer_reader& r, bool rms) {
-        const std::size_t n = r.size_field("features");
-        const double eps = r.number_field("eps");
-        if (!(eps > 0.0)) r.fail("field 'eps': expected a positive number, found ", eps);
-        const bool affine = r.bool_field("affine");
-        const bool shift = r.bool_field("shift");
-        if (shift && (rms || !affine)) r.fail("field 'shift': true is only valid for an affine layer_norm");
-        tensor g = tensor::from_shape({0}), b = tensor::from_shape({0});
-        if (affine) g = r.f32("weight", {n});
-        if (shift) b = r.f32("bias", {n});
-        return std::make_unique<frozen_norm>(rms, n, float(eps), std::move(g), std::move(b));
-    }
-
-private:
-    bool rms_, affine_ = false, has_shift_ = false;
-    std::size_t features_;
-    float eps_;
-    tensor gain_, shift_, out_;
-};
-
-/// @brief y = body(x) + shortcut(x), each branch a layer list (an empty shortcut is the identity).
-class frozen_residual final : public inference_layer {
-public:
-    frozen_residual(layer_list body, layer_list shortcut) : body_(std::move(body)), shortcut_(std::move(shortcut)) {}
-
-    std::string kind() const override { return "residual"; }
-    const tensor& forward(const tensor& x) override {
-        const tensor& b = detail::run_layers(body_, x);
-        const tensor& s = detail::run_layers(shortcut_, x);
-        detail::require(b.shape() == s.shape(), "residual: the body gives shape ", detail::shape_string(b.shape()),
-                        " but the shortcut gives ", detail::shape_string(s.shape()));
-        detail::shape_like(out_, b, b.dimension() ? b.shape().back() : 1);
-        const float* pb = b.data();
-        const float* ps = s.data();
-        float* o = out_.data();
-        for (std::size_t i = 0, n = b.size(); i < n; ++i) o[i] = pb[i] + ps[i];
-        return out_;
-    }
-    nlohmann::json config() const override {
-        return {{"kind", kind()}, {"body", detail::layers_config(body_)}, {"shortcut", detail::layers_config(shortcut_)}};
-    }
-    void save(layer_writer& w) const override {
-        layer_writer bw = w.nested("body"), sw = w.nested("shortcut");
-        detail::save_layers(body_, bw);
-        detail::save_layers(shortcut_, sw);
+        return detail::layer_propagate(layer_, in, where);
     }
     void begin_sequence(std::size_t batch, std::size_t capacity) override {
-        for (auto& l : body_) l->begin_sequence(batch, capacity);
-        for (auto& l : shortcut_) l->begin_sequence(batch, capacity);
+        detail::layer_begin_sequence(layer_, batch, capacity);
     }
-    void end_sequence() override {
-        for (auto& l : body_) l->end_sequence();
-        for (auto& l : shortcut_) l->end_sequence();
-    }
-    std::size_t parameter_bytes() const override {
-        auto f = [](const inference_layer& l) { return l.parameter_bytes(); };
-        return detail::sum_layers(body_, f) + detail::sum_layers(shortcut_, f);
-    }
-    std::size_t packed_weights() const override {
-        auto f = [](const inference_layer& l) { return l.packed_weights(); };
-        return detail::sum_layers(body_, f) + detail::sum_layers(shortcut_, f);
-    }
-    std::size_t packed_bytes() const override {
-        auto f = [](const inference_layer& l) { return l.packed_bytes(); };
-        return detail::sum_layers(body_, f) + detail::sum_layers(shortcut_, f);
-    }
-    feature_info propagate(feature_info in, const std::string& where) const override {
-        const feature_info b = detail::propagate_layers(body_, in, where + " body");
-        const feature_info s = detail::propagate_layers(shortcut_, in, where + " shortcut");
-        detail::require(b.last == 0 || s.last == 0 || b.last == s.last, where, ": the body gives ", b.last,
-                        " features but the shortcut gives ", s.last);
-        return {b.last ? b.last : s.last, b.total ? b.total : s.total};
-    }
+    void end_sequence() override { detail::layer_end_sequence(layer_); }
+    std::string describe() const override { return layer_.describe(); }
 
-    static std::unique_ptr<inference_layer> load(const layer_reader& r) {
-        const nlohmann::json& body = r.array_field("body");
-        const nlohmann::json& shortcut = r.array_field("shortcut");
-        layer_list b = load_layers(body, [&](std::size_t i) { return r.nested("body", i, body[i]); });
-        layer_list s = load_layers(shortcut, [&](std::size_t i) { return r.nested("shortcut", i, shortcut[i]); });
-        return std::make_unique<frozen_residual>(std::move(b), std::move(s));
-    }
+    /// @brief The wrapped layer.
+    const L& get() const { return layer_; }
+    L& get() { return layer_; }
 
 private:
-    layer_list body_, shortcut_;
+    L layer_;
     tensor out_;
 };
+
+namespace detail {
+
+template <class L>
+struct is_sequential : std::false_type {};
+template <class... Ls>
+struct is_sequential<sequential<Ls...>> : std::true_type {};
+template <class L>
+struct is_residual : std::false_type {};
+template <class B, class S>
+struct is_residual<residual<B, S>> : std::true_type {};
+
+/// Appends the run-time form of the frozen compile-time layer @p l to @p out: a sequential's
+/// layers one by one, nothing for the identity, a residual over the run-time forms of its
+/// branches, one erased_layer otherwise.
+template <class L>
+void append_erased(L&& l, layer_list& out);
+
+template <class L>
+layer_list erase_layers(L&& l) {
+    layer_list out;
+    append_erased(std::forward<L>(l), out);
+    return out;
+}
+
+template <class L>
+void append_erased(L&& l, layer_list& out) {
+    using T = std::remove_cvref_t<L>;
+    if constexpr (is_sequential<T>::value) {
+        [&]<std::size_t... I>(std::index_sequence<I...>) {
+            (append_erased(std::move(l.template layer<I>()), out), ...);
+        }(std::make_index_sequence<T::size()>{});
+    } else if constexpr (std::is_same_v<T, identity>) {
+    } else if constexpr (is_residual<T>::value && !std::is_same_v<T, runtime_residual>) {
+        out.push_back(std::make_unique<erased_layer<runtime_residual>>(
+            runtime_residual(runtime_sequence(erase_layers(std::move(l.body()))),
+                             runtime_sequence(erase_layers(std::move(l.shortcut()))))));
+    } else {
+        out.push_back(std::make_unique<erased_layer<T>>(std::move(l)));
+    }
+}
+
+}  // namespace detail
+
+/// @brief Loader of kind "residual": tern::residual over the run-time lists "body" and "shortcut".
+inline std::unique_ptr<inference_layer> load_runtime_residual(const layer_reader& r) {
+    const nlohmann::json& body = r.array_field("body");
+    const nlohmann::json& shortcut = r.array_field("shortcut");
+    layer_list b = load_layers(body, [&](std::size_t i) { return r.nested("body", i, body[i]); });
+    layer_list s = load_layers(shortcut, [&](std::size_t i) { return r.nested("shortcut", i, shortcut[i]); });
+    return std::make_unique<erased_layer<runtime_residual>>(
+        runtime_residual(runtime_sequence(std::move(b)), runtime_sequence(std::move(s))));
+}
+
+namespace detail {
+
+/// The loader of a layer type L (its static load), wrapped as an erased_layer; an error of L's
+/// own checks is given the file and layer context.
+template <class L>
+std::unique_ptr<inference_layer> load_erased(const layer_reader& r) {
+    try {
+        return std::make_unique<erased_layer<L>>(L::load(r));
+    } catch (const error& e) {
+        const std::string m = e.what();
+        if (m.rfind(r.where(), 0) == 0) throw;
+        r.fail(m);
+    }
+}
+
+}  // namespace detail
+
+/// @brief Registers the parameter-free or fixed-policy layer type L under its kind L::kind().
+template <class L>
+void register_layer_kind() {
+    detail::register_builtin_if_absent(std::string(L::kind()),
+                                       [](const layer_reader& r) { return detail::load_erased<L>(r); });
+}
+
+/// @brief Registers a layer template over a policy, Layer<Policy, ActBits>: its frozen
+/// instantiation in each of @p Policies, under the kinds they report (e.g. "ternary_linear" and
+/// "linear"); the loader picks the policy from the entry's "policy" field.
+template <template <class, int> class Layer, int ActBits, class... Policies>
+void register_policy_layer_kinds() {
+    std::vector<std::string> kinds;
+    (
+        [&] {
+            const std::string k = Layer<frozen<Policies>, ActBits>::kind();
+            if (std::find(kinds.begin(), kinds.end(), k) == kinds.end()) kinds.push_back(k);
+        }(),
+        ...);
+    for (const std::string& kind : kinds) {
+        detail::register_builtin_if_absent(kind, [kind](const layer_reader& r) -> std::unique_ptr<inference_layer> {
+            const std::string policy = r.string_field("policy");
+            std::unique_ptr<inference_layer> out;
+            std::string known;
+            (
+                [&] {
+                    using L = Layer<frozen<Policies>, ActBits>;
+                    if (L::kind() != kind) return;
+                    known += (known.empty() ? "" : ", ") + std::string(Policies::name);
+                    if (!out && policy == Policies::name) out = detail::load_erased<L>(r);
+                }(),
+                ...);
+            if (!out) r.fail("field 'policy': expected one of ", known, " for kind '", kind, "', found '",
+                             policy.substr(0, 40), "'");
+            return out;
+        });
+    }
+}
+
 
 /// @brief A frozen model: inference layers in order, plus what the file records about them.
 ///
@@ -542,6 +462,15 @@ public:
     inference_model() = default;
     explicit inference_model(layer_list layers, std::string policy = "none")
         : layers_(std::move(layers)), policy_(std::move(policy)) {}
+
+    /// @brief The run-time form of a frozen compile-time model (tern::freeze): its layers, each
+    /// wrapped by erased_layer (a sequential contributes its layers in order).
+    template <forward_layer Frozen>
+        requires(!std::is_same_v<std::remove_cvref_t<Frozen>, inference_model>)
+    inference_model(Frozen model)  // NOLINT: implicit, `inference_model m = tern::freeze(trained);`
+        : policy_(policy_name(model)), source_(model.describe()) {
+        layers_ = detail::erase_layers(std::move(model));
+    }
 
     /// @brief Runs the model; the result is a copy (see run() for the zero-copy form).
     tensor forward(const tensor& x) { return run(x); }

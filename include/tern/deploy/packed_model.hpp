@@ -3,21 +3,27 @@
 /// @brief The packed model file: save a frozen (or trained) model, load it back as a run-time
 /// inference_model from the file alone.
 ///
-/// ## Format "tern-packed-2" (a safetensors file)
-/// Tensors, named "<layer path>.<name>" (layer path "3", or "2.body.0" inside a residual):
-///   - ternary_linear (an N x K packed::split_matrix, exactly 2 bits per weight):
-///     "packed" U8 [N0 * K0 / 4], the body (N0 = N - N mod 4 rows, K0 = K - K mod 128 columns) in
-///     the packed_matrix layout: codes w+1, 128-weight blocks of 32 bytes, rows interleaved by 4;
-///     "packed_rows" U8 [(N mod 4) * K0 / 4], the last N mod 4 rows, tile by tile;
-///     "packed_cols" U8 [ceil(N * (K mod 128) / 4)], the last K mod 128 columns as a row-major
-///     code stream; each present only when non-empty; "scale" F32 [1] (s_w), "bias" F32 [N] if any;
-///   - linear (full precision): "weight" F32 [N, K], "bias" F32 [N] if any;
-///   - layer_norm / rms_norm: "weight" (gain), "bias" (shift) F32 [features] when affine;
+/// ## Format "tern-packed-3" (a safetensors file)
+/// Every entry of the architecture is the `config()` of a layer template (structured data: its
+/// kind, sizes, policy and options), and its tensors are what that layer's `save()` writes, named
+/// "<layer path>.<name>" (layer path "3", or "2.body.0" inside a residual):
+///   - linear / conv2d in a ternary policy (kinds "ternary_linear", "ternary_conv2d"): an N x K
+///     packed::split_matrix at exactly 2 bits per weight: "packed" U8 [N0 * K0 / 4], the body
+///     (N0 = N - N mod 4 rows, K0 = K - K mod 128 columns) in the packed_matrix layout: codes w+1,
+///     128-weight blocks of 32 bytes, rows interleaved by 4; "packed_rows" U8 [(N mod 4) * K0 / 4],
+///     the last N mod 4 rows, tile by tile; "packed_cols" U8 [ceil(N * (K mod 128) / 4)], the last
+///     K mod 128 columns as a row-major code stream; each present only when non-empty; "scale" F32
+///     [1] (s_w), "bias" F32 [N] if any;
+///   - linear / conv2d in a full-precision policy: "weight" F32 [N, K], "bias" F32 [N] if any;
+///   - layer_norm / rms_norm: "weight" (gain), "bias" (shift, layer_norm) F32 [features] when affine;
+///   - batch_norm2d: "weight", "bias", "running_mean", "running_var" F32 [channels];
 ///   - optional embedded test cases: "test.inputs" F32 [n, ...], "test.outputs" F32 [n, ...].
-/// Metadata (strings): "tern.format" = "tern-packed-2", "tern.version", "tern.policy" (e.g.
+/// Metadata (strings): "tern.format" = "tern-packed-3", "tern.version", "tern.policy" (e.g.
 /// "absmean"), "tern.activation_bits" = "8", "tern.model" (the trained model's description) and
 /// "tern.architecture", a JSON object {"input_shape": [...] | null, "layers": [{"kind": ...}, ...]}
 /// from which the model is rebuilt (residual entries nest "body" and "shortcut" layer arrays).
+/// Files of the earlier formats tern-packed-1 and tern-packed-2 are refused with a message that
+/// names the format and asks for a new export.
 ///
 /// Loading trusts nothing: a missing or extra tensor, a wrong dtype, shape or byte count, a code of
 /// value 3, a non-zero padding weight, bad JSON, an unknown layer kind or layers whose sizes do not
@@ -39,16 +45,17 @@
 #include "../io/safetensors.hpp"
 #include "../tensor.hpp"
 #include "../version.hpp"
+#include "../layers/batch_norm.hpp"
+#include "../layers/conv2d.hpp"
+#include "../layers/pooling.hpp"
 #include "freeze.hpp"
-#include "frozen_conv.hpp"
-#include "frozen_linear.hpp"
 #include "frozen_lm.hpp"
 #include "inference_model.hpp"
 
 namespace tern {
 
 /// @brief Metadata value of "tern.format" for packed model files.
-inline constexpr const char* packed_model_format = "tern-packed-2";
+inline constexpr const char* packed_model_format = "tern-packed-3";
 
 /// @brief Options of save_packed_model.
 struct packed_save_options {
@@ -69,29 +76,27 @@ struct packed_load_options {
 
 namespace detail {
 
-/// Registers the kinds defined by tern's deploy headers (once; user registrations win).
+/// Registers tern's own layer kinds (once; user registrations win). Each is a layer template of
+/// the library (its frozen instantiation, or a parameter-free layer) behind erased_layer: one
+/// line per kind.
 inline void register_builtin_layer_kinds() {
     static const bool done = [] {
-        register_conv_layer_kinds();
+        register_policy_layer_kinds<linear, 8, fp32, fp16, fp32_prenorm, fp16_prenorm, absmean_ternary,
+                                    absmedian_ternary>();
+        register_policy_layer_kinds<conv2d, 8, fp32, fp16, fp32_prenorm, fp16_prenorm, absmean_ternary,
+                                    absmedian_ternary>();
+        register_layer_kind<relu>();
+        register_layer_kind<gelu>();
+        register_layer_kind<silu>();
+        register_layer_kind<flatten>();
+        register_layer_kind<layer_norm>();
+        register_layer_kind<rms_norm>();
+        register_layer_kind<max_pool2d>();
+        register_layer_kind<avg_pool2d>();
+        register_layer_kind<global_avg_pool2d>();
+        register_layer_kind<batch_norm2d>();
+        register_builtin_if_absent("residual", load_runtime_residual);
         register_lm_layer_kinds();
-        using fn = frozen_activation::function;
-        register_builtin_if_absent("relu", [](const layer_reader&) -> std::unique_ptr<inference_layer> {
-            return std::make_unique<frozen_activation>(fn::relu);
-        });
-        register_builtin_if_absent("gelu", [](const layer_reader&) -> std::unique_ptr<inference_layer> {
-            return std::make_unique<frozen_activation>(fn::gelu);
-        });
-        register_builtin_if_absent("silu", [](const layer_reader&) -> std::unique_ptr<inference_layer> {
-            return std::make_unique<frozen_activation>(fn::silu);
-        });
-        register_builtin_if_absent("flatten", [](const layer_reader&) -> std::unique_ptr<inference_layer> {
-            return std::make_unique<frozen_flatten>();
-        });
-        register_builtin_if_absent("layer_norm", [](const layer_reader& r) { return frozen_norm::load(r, false); });
-        register_builtin_if_absent("rms_norm", [](const layer_reader& r) { return frozen_norm::load(r, true); });
-        register_builtin_if_absent("residual", [](const layer_reader& r) { return frozen_residual::load(r); });
-        register_builtin_if_absent("ternary_linear", [](const layer_reader& r) { return frozen_linear::load(r); });
-        register_builtin_if_absent("linear", [](const layer_reader& r) { return frozen_dense::load(r); });
         return true;
     }();
     (void)done;
@@ -198,6 +203,10 @@ inline inference_model parse_packed_model(const io::safetensors_data& data, cons
     detail::require(format != "tern-packed-1", where, ": format 'tern-packed-1' comes from an earlier tern, whose ",
                     "ternary layers padded rows and columns; expected '", packed_model_format,
                     "': export the model again (e.g. mlp --export FILE)");
+    detail::require(format != "tern-packed-2", where, ": format 'tern-packed-2' comes from an earlier tern, whose ",
+                    "inference layers were written apart from the training layers (other fields for convolutions, "
+                    "norms and batch norms); expected '", packed_model_format,
+                    "': export the model again from its checkpoint (e.g. mlp --load CKPT --export FILE)");
     detail::require(format == packed_model_format, where, ": expected format '", packed_model_format, "', found '",
                     format, "'");
     const std::string& policy = meta("tern.policy");

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "../io/layer_io.hpp"
 #include "../tensor.hpp"
 #include "../threads.hpp"
 
@@ -40,10 +41,14 @@ void map_gradients(const float* __restrict in, const float* __restrict g, float*
 template <class Derived>
 class elementwise {
 public:
-    tensor forward(const tensor& x) {
+    void forward(const tensor& x, tensor& y) {
         input_ = x;
-        tensor y(detail::to_shape(x.shape()));
+        if (y.shape() != x.shape()) y.resize(to_shape(x.shape()));
         map_elements(x.data(), y.data(), x.size(), [](float v) { return Derived::value(v); });
+    }
+    tensor forward(const tensor& x) {
+        tensor y;
+        forward(x, y);
         return y;
     }
 
@@ -57,6 +62,9 @@ public:
     }
 
     std::string describe() const { return Derived::label; }
+    static constexpr const char* kind() { return Derived::label; }
+    nlohmann::json config() const { return {{"kind", kind()}}; }
+    static Derived load(const layer_reader&) { return Derived{}; }
 
 private:
     tensor input_;
@@ -74,9 +82,9 @@ struct relu {
     static float value(float x) { return x > 0.0f ? x : 0.0f; }
     static float derivative(float x) { return x > 0.0f ? 1.0f : 0.0f; }
 
-    tensor forward(const tensor& x) {
+    void forward(const tensor& x, tensor& y) {
         shape_ = detail::to_shape(x.shape());
-        tensor y(shape_);
+        if (detail::to_shape(y.shape()) != shape_) y.resize(shape_);
         const std::size_t n = x.size();
         positive_.resize(n);
         const float* in = x.data();
@@ -85,6 +93,10 @@ struct relu {
         parallel_for(
             n, [&](std::size_t lo, std::size_t hi) { forward_range(in + lo, out + lo, mask + lo, hi - lo); },
             double(n) * 8, 4e5);
+    }
+    tensor forward(const tensor& x) {
+        tensor y;
+        forward(x, y);
         return y;
     }
 
@@ -103,6 +115,9 @@ struct relu {
     }
 
     std::string describe() const { return label; }
+    static constexpr const char* kind() { return label; }
+    nlohmann::json config() const { return {{"kind", kind()}}; }
+    static relu load(const layer_reader&) { return relu{}; }
 
 private:
     // Plain functions over restrict pointers, so both loops vectorize.

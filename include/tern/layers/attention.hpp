@@ -193,8 +193,8 @@ template <class Policy, int ActBits = 8>
 class causal_self_attention {
 public:
     using policy = Policy;
-    template <class Q>
-    using rebind = causal_self_attention<Q, ActBits>;
+    template <class T>
+    using transform = causal_self_attention<typename T::template apply<Policy>, ActBits>;
 
     causal_self_attention(std::size_t d_model, std::size_t heads, attention_options options = {})
         : q_(d_model, d_model, false), k_(d_model, d_model, false), v_(d_model, d_model, false),

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "../parameter.hpp"
+#include "../io/layer_io.hpp"
 #include "../tensor.hpp"
 #include "../threads.hpp"
 
@@ -149,6 +150,43 @@ public:
     std::size_t channels() const { return C_; }
     float momentum() const { return momentum_; }
     float eps() const { return eps_; }
+
+    /// @name Saving and loading (see io/layer_io.hpp); a loaded layer is in evaluation mode
+    /// @{
+    static constexpr const char* kind() { return "batch_norm2d"; }
+    nlohmann::json config() const {
+        return {{"kind", kind()}, {"channels", C_}, {"momentum", momentum_}, {"eps", eps_}};
+    }
+    /// "weight", "bias", "running_mean", "running_var", F32 [C] each.
+    void save(layer_writer& w) const {
+        w.put("weight", weight);
+        w.put("bias", bias);
+        w.put("running_mean", running_mean);
+        w.put("running_var", running_var);
+    }
+    static batch_norm2d load(const layer_reader& r) {
+        const std::size_t C = r.size_field("channels", 1, std::size_t{1} << 24);
+        const double momentum = r.number_field("momentum"), eps = r.number_field("eps");
+        if (!(momentum >= 0.0 && momentum <= 1.0)) r.fail("field 'momentum': expected a number in [0, 1], found ", momentum);
+        if (!(eps > 0.0 && eps < 1.0)) r.fail("field 'eps': expected a number in (0, 1), found ", eps);
+        batch_norm2d l(C, float(momentum), float(eps));
+        l.weight = r.f32("weight", {C});
+        l.bias = r.f32("bias", {C});
+        l.running_mean = r.f32("running_mean", {C});
+        l.running_var = r.f32("running_var", {C});
+        for (std::size_t c = 0; c < C; ++c)
+            if (!(l.running_var(c) >= 0.0f) || !std::isfinite(l.running_var(c)))
+                r.fail("tensor '", r.prefix(), "running_var': expected finite values >= 0, found ", l.running_var(c),
+                       " at channel ", c);
+        l.set_training(false);
+        return l;
+    }
+    feature_info propagate(feature_info in, const std::string& where) const {
+        detail::image_height(in, C_, where);
+        return in;
+    }
+    std::size_t parameter_bytes() const { return 4 * C_ * sizeof(float); }
+    /// @}
 
     tensor weight, bias, weight_grad, bias_grad;  ///< gamma, beta and their gradients, [C] each
     tensor running_mean, running_var;             ///< buffers, [C] each

@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "../io/layer_io.hpp"
 #include "../threads.hpp"
 #include "projection.hpp"
 
@@ -236,49 +237,56 @@ class conv2d {
 public:
     using policy = Policy;
     static constexpr int activation_bits = ActBits;
-    template <class Q>
-    using rebind = conv2d<Q, ActBits>;
+    /// False for the frozen instantiation (tern::frozen<P>): forward only, no training state.
+    static constexpr bool trainable = trainable_policy<Policy>;
+    template <class T>
+    using transform = conv2d<typename T::template apply<Policy>, ActBits>;
 
     /// @param in_channels, out_channels  channel counts. @param kernel  square kernel size.
     /// @param options  stride, padding, dilation. @param bias  whether to learn a bias per output channel
     ///        (ternary layers default to none).
     conv2d(std::size_t in_channels, std::size_t out_channels, std::size_t kernel, conv2d_options options = {},
            bool bias = !Policy::ternary)
+        requires trainable
         : core_(in_channels * kernel * kernel, out_channels, bias), in_(in_channels), out_(out_channels),
           k_(kernel), opt_(options) {
-        detail::require(in_channels > 0 && out_channels > 0 && kernel > 0,
-                        "conv2d: expected positive channel counts and kernel size, got ", in_channels, " -> ",
-                        out_channels, ", kernel ", kernel);
-        detail::require(options.stride > 0 && options.dilation > 0,
-                        "conv2d: expected stride and dilation of at least 1, got stride ", options.stride,
-                        ", dilation ", options.dilation);
+        check_sizes();
     }
 
-    /// Converts a conv2d layer of another policy: every parameter is copied exactly.
+    /// Converts a conv2d layer of another policy: every parameter is copied exactly; into a frozen
+    /// policy, the weights are frozen at lambda 1 (packed 2-bit codes when ternary).
     template <class Q, int B>
     explicit conv2d(const conv2d<Q, B>& other)
         : core_(other.core()), in_(other.in_channels()), out_(other.out_channels()), k_(other.kernel_size()),
           opt_(other.options()) {}
 
-    tensor forward(const tensor& x) {
+    /// y = conv(x), written into @p y (resized only when its shape changes).
+    void forward(const tensor& x, tensor& y) {
         check_input(x);
         const std::size_t B = x.shape()[0];
-        geo_ = geometry(x.shape()[2], x.shape()[3]);
-        batch_ = B;
-        if constexpr (channel_major) return forward_channel_major(x);
-        const std::size_t P = geo_.positions(), K = geo_.patch(), N = out_;
+        const auto geo = geometry(x.shape()[2], x.shape()[3]);
+        if constexpr (trainable) {
+            geo_ = geo;
+            batch_ = B;
+        }
+        const shape_t shape{B, out_, geo.Ho, geo.Wo};
+        if (detail::to_shape(y.shape()) != shape) y.resize(shape);
+        if constexpr (channel_major) {
+            forward_channel_major(x, geo, y);
+            return;
+        }
+        const std::size_t P = geo.positions(), K = geo.patch(), N = out_;
         const std::size_t T = B * P;
         cols_.resize(T * K);
         tokens_out_.resize(T * N);
-        const std::size_t image = in_ * geo_.H * geo_.W;
+        const std::size_t image = in_ * geo.H * geo.W;
         const float* xs = x.data();
         parallel_for(
             B, [&](std::size_t lo, std::size_t hi) {
-                for (std::size_t b = lo; b < hi; ++b) geo_.unfold(xs + b * image, cols_.data() + b * P * K);
+                for (std::size_t b = lo; b < hi; ++b) geo.unfold(xs + b * image, cols_.data() + b * P * K);
             },
             double(T) * double(K), 2e5);
         core_.forward(cols_.data(), T, tokens_out_.data());
-        tensor y(shape_t{B, N, geo_.Ho, geo_.Wo});
         float* ys = y.data();
         parallel_for(
             B, [&](std::size_t lo, std::size_t hi) {
@@ -286,10 +294,16 @@ public:
                     detail::transpose_block(tokens_out_.data() + b * P * N, P, N, ys + b * N * P);
             },
             double(T) * double(N), 2e5);
+    }
+    tensor forward(const tensor& x) {
+        tensor y;
+        forward(x, y);
         return y;
     }
 
-    tensor backward(const tensor& grad_output) {
+    tensor backward(const tensor& grad_output)
+        requires trainable
+    {
         check_grad(grad_output);
         if constexpr (channel_major) {
             backward_channel_major(grad_output);
@@ -312,7 +326,9 @@ public:
 
     /// backward without the input gradient (see tern::backward_parameters): for a first layer,
     /// whose input gradient would be a product and an image-sized fold that nobody reads.
-    void backward_parameters(const tensor& grad_output) {
+    void backward_parameters(const tensor& grad_output)
+        requires trainable
+    {
         check_grad(grad_output);
         if constexpr (channel_major) {
             backward_channel_major(grad_output);
@@ -322,17 +338,87 @@ public:
         }
     }
 
-    void collect_parameters(parameter_list& out, const std::string& prefix) { core_.collect_parameters(out, prefix); }
-    void set_quant_strength(float lambda) { core_.set_quant_strength(lambda); }
+    void collect_parameters(parameter_list& out, const std::string& prefix)
+        requires trainable
+    {
+        core_.collect_parameters(out, prefix);
+    }
+    void set_quant_strength(float lambda)
+        requires trainable
+    {
+        core_.set_quant_strength(lambda);
+    }
 
     /// E.g. "conv2d<absmean,a8>(1->32,k3,s1,p1)"; ",d2" for dilation 2, ",bias" with a bias.
     std::string describe() const {
-        std::string s = "conv2d<" + core_.policy_string() + ">(" + std::to_string(in_) + "->" + std::to_string(out_) +
-                        ",k" + std::to_string(k_) + ",s" + std::to_string(opt_.stride) + ",p" +
-                        std::to_string(opt_.padding);
+        std::string s = std::string(kind()) + "<" + core_.policy_string() + ">(" + std::to_string(in_) + "->" +
+                        std::to_string(out_) + ",k" + std::to_string(k_) + ",s" + std::to_string(opt_.stride) +
+                        ",p" + std::to_string(opt_.padding);
         if (opt_.dilation != 1) s += ",d" + std::to_string(opt_.dilation);
         return s + (core_.has_bias() ? ",bias" : "") + ")";
     }
+
+    /// @name Saving and loading (see io/layer_io.hpp)
+    /// @{
+    /// "ternary_conv2d" for packed ternary weights, "conv2d" for full-precision ones.
+    static constexpr const char* kind() { return trainable || !Policy::ternary ? "conv2d" : "ternary_conv2d"; }
+    /// Channels, kernel, stride, padding, dilation and the projection's "in" (C_in*k*k), "out",
+    /// "bias", "policy" (and "activation_bits"); the projection's tensors are the layer's.
+    nlohmann::json config() const
+        requires(!trainable)
+    {
+        nlohmann::json c = {{"kind", kind()},         {"in_channels", in_},     {"out_channels", out_},
+                            {"kernel", k_},           {"stride", opt_.stride}, {"padding", opt_.padding},
+                            {"dilation", opt_.dilation}};
+        core_.add_config(c);
+        return c;
+    }
+    void save(layer_writer& w) const
+        requires(!trainable)
+    {
+        core_.save(w);
+    }
+    static conv2d load(const layer_reader& r)
+        requires(!trainable)
+    {
+        conv2d l;
+        l.in_ = r.size_field("in_channels");
+        l.out_ = r.size_field("out_channels");
+        l.k_ = r.size_field("kernel");
+        l.opt_.stride = r.size_field("stride");
+        l.opt_.dilation = r.size_field("dilation");
+        l.opt_.padding = r.size_field("padding", 0, 4096);
+        const std::size_t in = r.size_field("in"), out = r.size_field("out");
+        if (in != l.in_ * l.k_ * l.k_ || out != l.out_)
+            r.fail("projection ", in, "->", out, " does not fit ", l.in_, "->", l.out_, " channels with kernel ", l.k_,
+                   " (expected ", l.in_ * l.k_ * l.k_, "->", l.out_, ")");
+        l.core_ = core_type::load(r, in, out, r.bool_field("bias"));
+        return l;
+    }
+    feature_info propagate(feature_info in, const std::string& where) const {
+        const std::size_t H = detail::image_height(in, in_, where);
+        if (!H) return {};
+        const std::size_t Ho = detail::conv_out_size(H, k_, opt_.stride, opt_.padding, opt_.dilation);
+        const std::size_t Wo = detail::conv_out_size(in.last, k_, opt_.stride, opt_.padding, opt_.dilation);
+        detail::require(Ho > 0 && Wo > 0, where, ": images of ", H, "x", in.last, " are smaller than the kernel");
+        return {Wo, out_ * Ho * Wo};
+    }
+    std::size_t parameter_bytes() const
+        requires(!trainable)
+    {
+        return core_.parameter_bytes();
+    }
+    std::size_t packed_weights() const
+        requires(!trainable)
+    {
+        return core_.packed_weight_count();
+    }
+    std::size_t packed_bytes() const
+        requires(!trainable)
+    {
+        return core_.packed_bytes();
+    }
+    /// @}
 
     /// Output shape for an input of shape [B, C_in, H, W] (no checks beyond the arithmetic).
     shape_t output_shape(std::size_t batch, std::size_t H, std::size_t W) const {
@@ -345,12 +431,32 @@ public:
     std::size_t kernel_size() const { return k_; }
     const conv2d_options& options() const { return opt_; }
     /// The weight matrix [C_out, C_in*k*k] (a [C_out, C_in, k, k] kernel flattened).
-    tensor& weight() { return core_.weight; }
-    tensor& bias() { return core_.bias; }
+    tensor& weight()
+        requires trainable
+    {
+        return core_.weight;
+    }
+    tensor& bias()
+        requires trainable
+    {
+        return core_.bias;
+    }
     const detail::projection<Policy, ActBits>& core() const { return core_; }
     detail::projection<Policy, ActBits>& core() { return core_; }
 
 private:
+    using core_type = detail::projection<Policy, ActBits>;
+
+    conv2d() = default;  // for load
+
+    void check_sizes() const {
+        detail::require(in_ > 0 && out_ > 0 && k_ > 0, "conv2d: expected positive channel counts and kernel size, got ",
+                        in_, " -> ", out_, ", kernel ", k_);
+        detail::require(opt_.stride > 0 && opt_.dilation > 0,
+                        "conv2d: expected stride and dilation of at least 1, got stride ", opt_.stride,
+                        ", dilation ", opt_.dilation);
+    }
+
     /// fp32 and fp16 do nothing per token, so they skip the token-major detour: the patches are
     /// unfolded channel-major, colsT [K, B*P], and one product W [N, K] x colsT gives the output
     /// channel-major, [N, B*P], from which each image's [N, P] block is a row copy (no element
@@ -358,9 +464,12 @@ private:
     /// normalize and quantize tokens, which needs the token-major matrix.
     static constexpr bool channel_major = !Policy::ternary && !Policy::normalize_input;
 
-    /// The weight the product uses: the shadow weight, or its binary16 rounding in fp16.
+    /// The weight the product uses: the shadow weight, or its binary16 rounding in fp16; the frozen
+    /// weight (rounded once) in a frozen policy.
     const float* weight_used() {
-        if constexpr (Policy::half_precision) {
+        if constexpr (!trainable) {
+            return core_.weight().data();
+        } else if constexpr (Policy::half_precision) {
             w_half_.resize(core_.weight.size());
             kernels::round_to_half(core_.weight.data(), w_half_.data(), w_half_.size());
             return w_half_.data();
@@ -369,17 +478,17 @@ private:
         }
     }
 
-    tensor forward_channel_major(const tensor& x) {
-        const std::size_t B = batch_, P = geo_.positions(), K = geo_.patch(), N = out_, BP = B * P;
+    void forward_channel_major(const tensor& x, const detail::im2col_geometry& geo, tensor& y) {
+        const std::size_t B = x.shape()[0], P = geo.positions(), K = geo.patch(), N = out_, BP = B * P;
         cols_.resize(K * BP);  // colsT [K, B*P]
         tokens_out_.resize(N * BP);  // [N, B*P]
-        const std::size_t image = in_ * geo_.H * geo_.W;
+        const std::size_t image = in_ * geo.H * geo.W;
         const float* xs = x.data();
         float* colsT = cols_.data();
         parallel_for(
             B, [&](std::size_t lo, std::size_t hi) {
                 for (std::size_t b = lo; b < hi; ++b) {
-                    detail::unfold_rows(geo_, xs + b * image, colsT + b * P, BP);
+                    detail::unfold_rows(geo, xs + b * image, colsT + b * P, BP);
                     if constexpr (Policy::half_precision)
                         for (std::size_t r = 0; r < K; ++r)
                             kernels::round_to_half(colsT + r * BP + b * P, colsT + r * BP + b * P, P);
@@ -387,9 +496,8 @@ private:
             },
             double(BP) * double(K), 2e5);
         kernels::sgemm(false, false, N, BP, K, 1.0f, weight_used(), K, colsT, BP, 0.0f, tokens_out_.data(), BP);
-        tensor y(shape_t{B, N, geo_.Ho, geo_.Wo});
         float* ys = y.data();
-        const float* bias = core_.has_bias() ? core_.bias.data() : nullptr;
+        const float* bias = core_.bias_data();
         parallel_for(
             B, [&](std::size_t lo, std::size_t hi) {
                 for (std::size_t b = lo; b < hi; ++b)
@@ -401,7 +509,6 @@ private:
                     }
             },
             double(BP) * double(N), 2e5);
-        return y;
     }
 
     void check_grad(const tensor& grad_output) const {
@@ -474,12 +581,14 @@ private:
                         span, "x", span, " with dilation) after padding ", opt_.padding);
     }
 
-    detail::projection<Policy, ActBits> core_;
+    core_type core_;
     std::size_t in_ = 0, out_ = 0, k_ = 1;
     conv2d_options opt_;
-    detail::im2col_geometry geo_;
-    std::size_t batch_ = 0;
-    std::vector<float> cols_, tokens_out_, w_half_;
+    std::vector<float> cols_, tokens_out_;  // scratch of both instantiations
+    // What backward needs (training only).
+    [[no_unique_address]] training_only<Policy, detail::im2col_geometry> geo_{};
+    [[no_unique_address]] training_only<Policy, std::size_t> batch_{};
+    [[no_unique_address]] training_only<Policy, std::vector<float>> w_half_{};
 };
 
 }  // namespace tern

@@ -6,8 +6,11 @@
 #include <string>
 #include <vector>
 
+#include <type_traits>
+
 #include "../random.hpp"
 #include "../tensor.hpp"
+#include "identity.hpp"
 
 namespace tern {
 
@@ -15,6 +18,11 @@ namespace tern {
 /// @throws tern::error if p is not in [0, 1).
 class dropout {
 public:
+    /// Dropout does nothing at inference: tern::freeze drops it (its frozen form is identity).
+    static constexpr bool identity_when_frozen = true;
+    template <class T>
+    using transform = std::conditional_t<T::freezing, identity, dropout>;
+
     explicit dropout(float p = 0.1f) : p_(p), rng_(global_rng()()) {
         detail::require(p >= 0.0f && p < 1.0f, "dropout: expected probability in [0, 1), got ", p);
     }

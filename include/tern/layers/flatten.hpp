@@ -4,6 +4,7 @@
 
 #include <string>
 
+#include "../io/layer_io.hpp"
 #include "../tensor.hpp"
 
 namespace tern {
@@ -31,6 +32,10 @@ public:
     }
 
     std::string describe() const { return "flatten"; }
+    static constexpr const char* kind() { return "flatten"; }
+    nlohmann::json config() const { return {{"kind", kind()}}; }
+    static flatten load(const layer_reader&) { return flatten{}; }
+    feature_info propagate(feature_info in, const std::string&) const { return {in.total, in.total}; }
 
 private:
     shape_t input_shape_;

@@ -14,8 +14,13 @@
 ///   - `void backward_parameters(const tensor& grad_output)`: backward without the input gradient,
 ///     for a layer whose input gradient nobody reads (the first layer with parameters of a model);
 ///   - `using policy = ...` (layers with a quantization policy);
-///   - `template <class Q> using rebind = ...` (the same layer in another policy) with a converting
-///     constructor, so a model converts between policies without restating its architecture.
+///   - `template <class T> using transform = ...`: the same layer with policy transform T applied
+///     (T::apply<P> is the new policy of a layer in policy P), with a converting constructor from
+///     this layer. tern::convert<Q> (every layer to Q) and tern::freeze (every layer to frozen<P>)
+///     are both such transforms, so neither restates a model's architecture.
+///
+/// A forward-only layer (the frozen instantiation of a layer template, tern::frozen<P>) has
+/// forward and describe but no backward: see `forward_layer`.
 
 #include <algorithm>
 #include <concepts>
@@ -23,16 +28,37 @@
 #include <vector>
 
 #include "../parameter.hpp"
+#include "../policy.hpp"
 #include "../tensor.hpp"
 
 namespace tern {
 
-/// @brief What every layer provides.
+/// @brief What every layer provides, frozen (forward-only) layers included.
 template <class L>
-concept layer = requires(L l, const L cl, const tensor& x) {
+concept forward_layer = requires(L l, const L cl, const tensor& x) {
     { l.forward(x) } -> std::convertible_to<tensor>;
-    { l.backward(x) } -> std::convertible_to<tensor>;
     { cl.describe() } -> std::convertible_to<std::string>;
+};
+
+/// @brief A trainable layer: a forward_layer with backward.
+template <class L>
+concept layer = forward_layer<L> && requires(L l, const tensor& x) {
+    { l.backward(x) } -> std::convertible_to<tensor>;
+};
+
+/// @brief Policy transform "every layer to policy Q" (tern::convert). Pinned layers keep theirs.
+template <class Q>
+struct to_policy {
+    template <class P>
+    using apply = Q;
+    static constexpr bool freezing = false;
+};
+
+/// @brief Policy transform "every layer to its frozen form" (tern::freeze), pinned layers too.
+struct to_frozen {
+    template <class P>
+    using apply = frozen_t<P>;
+    static constexpr bool freezing = true;
 };
 
 namespace detail {
@@ -76,22 +102,30 @@ void collect_policies_of(const L& l, std::vector<std::string>& out) {
     }
 }
 
-/// The same layer type in policy Q, or the layer itself when it has no policy.
-template <class L, class Q>
-struct rebind_layer {
+/// Layer L under policy transform T, or L itself for a layer without a policy.
+template <class L, class T>
+struct transform_layer {
     using type = L;
 };
-template <class L, class Q>
-    requires requires { typename L::template rebind<Q>; }
-struct rebind_layer<L, Q> {
-    using type = typename L::template rebind<Q>;
+template <class L, class T>
+    requires requires { typename L::template transform<T>; }
+struct transform_layer<L, T> {
+    using type = typename L::template transform<T>;
 };
 
 }  // namespace detail
 
+/// @brief The type of layer L under policy transform T (L itself for layers without a policy).
+template <class L, class T>
+using transform_t = typename detail::transform_layer<L, T>::type;
+
 /// @brief The type of layer L in policy Q (L itself for layers without a policy).
 template <class L, class Q>
-using rebind_t = typename detail::rebind_layer<L, Q>::type;
+using rebind_t = transform_t<L, to_policy<Q>>;
+
+/// @brief The forward-only type tern::freeze makes of layer L.
+template <class L>
+using frozen_layer_t = transform_t<L, to_frozen>;
 
 /// @brief The training step's backward pass: accumulates the parameter gradients of @p model from
 /// the loss gradient @p grad_output without computing the gradient with respect to the model's

@@ -129,8 +129,8 @@ template <class Policy, int ActBits = 8>
 class mlp_block {
 public:
     using policy = Policy;
-    template <class Q>
-    using rebind = mlp_block<Q, ActBits>;
+    template <class T>
+    using transform = mlp_block<typename T::template apply<Policy>, ActBits>;
 
     mlp_block(std::size_t d_model, std::size_t hidden, mlp_kind kind = mlp_kind::gelu)
         : kind_(kind), up_(d_model, hidden, false), down_(hidden, d_model, false) {

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "../io/layer_io.hpp"
 #include "../parameter.hpp"
 #include "../quantize.hpp"
 #include "../tensor.hpp"
@@ -68,6 +69,20 @@ public:
         if (shift_) out.push_back({prefix + "bias", &shift, &shift_grad, false});
     }
 
+    /// "weight" (gain) and "bias" (shift) when present.
+    void save(layer_writer& w) const {
+        if (!affine()) return;
+        w.put("weight", gain);
+        if (shift_) w.put("bias", shift);
+    }
+    /// Reads what save() wrote.
+    void load(const layer_reader& r) {
+        if (!affine()) return;
+        gain = r.f32("weight", {features_});
+        if (shift_) shift = r.f32("bias", {features_});
+    }
+    std::size_t parameter_bytes() const { return (affine_ ? features_ : 0) * (shift_ ? 2 : 1) * sizeof(float); }
+
     tensor gain, shift, gain_grad, shift_grad;
 
 private:
@@ -83,13 +98,17 @@ public:
     explicit layer_norm(std::size_t features, bool affine = true, float eps = 1e-5f)
         : features_(features), eps_(eps), affine_(features, affine, true) {}
 
-    tensor forward(const tensor& x) {
+    void forward(const tensor& x, tensor& y) {
         const std::size_t T = detail::token_count(x, features_, "layer_norm");
-        xn_ = tensor(detail::to_shape(x.shape()));
+        detail::shape_like(xn_, x, features_);
         rstd_.resize(T);
         normalize_tokens(x.data(), T, features_, xn_.data(), rstd_.data(), eps_);
-        tensor y = xn_;
+        y = xn_;
         affine_.apply(y.data(), T);
+    }
+    tensor forward(const tensor& x) {
+        tensor y;
+        forward(x, y);
         return y;
     }
 
@@ -111,6 +130,28 @@ public:
         return "layer_norm(" + std::to_string(features_) + (affine_.affine() ? ",affine" : "") + ")";
     }
 
+    /// @name Saving and loading (see io/layer_io.hpp)
+    /// @{
+    static constexpr const char* kind() { return "layer_norm"; }
+    nlohmann::json config() const {
+        return {{"kind", kind()}, {"features", features_}, {"eps", eps_}, {"affine", affine()}};
+    }
+    void save(layer_writer& w) const { affine_.save(w); }
+    static layer_norm load(const layer_reader& r) {
+        const double eps = r.number_field("eps");
+        if (!(eps > 0.0 && eps < 1.0)) r.fail("field 'eps': expected a number in (0, 1), found ", eps);
+        layer_norm l(r.size_field("features"), r.bool_field("affine"), float(eps));
+        l.affine_.load(r);
+        return l;
+    }
+    feature_info propagate(feature_info in, const std::string& where) const {
+        detail::require(in.last == 0 || in.last == features_, where, ": expects ", features_,
+                        " input features but the previous layers give ", in.last);
+        return {features_, in.total};
+    }
+    std::size_t parameter_bytes() const { return affine_.parameter_bytes(); }
+    /// @}
+
 private:
     std::size_t features_;
     float eps_;
@@ -125,9 +166,9 @@ public:
     explicit rms_norm(std::size_t features, bool affine = true, float eps = 1e-6f)
         : features_(features), eps_(eps), affine_(features, affine, false) {}
 
-    tensor forward(const tensor& x) {
+    void forward(const tensor& x, tensor& y) {
         const std::size_t T = detail::token_count(x, features_, "rms_norm");
-        xn_ = tensor(detail::to_shape(x.shape()));
+        detail::shape_like(xn_, x, features_);
         rstd_.resize(T);
         const float* in = x.data();
         float* out = xn_.data();
@@ -138,8 +179,12 @@ public:
             rstd_[t] = r;
             for (std::size_t k = 0; k < features_; ++k) out[t * features_ + k] = in[t * features_ + k] * r;
         }
-        tensor y = xn_;
+        y = xn_;
         affine_.apply(y.data(), T);
+    }
+    tensor forward(const tensor& x) {
+        tensor y;
+        forward(x, y);
         return y;
     }
 
@@ -170,6 +215,28 @@ public:
     std::string describe() const {
         return "rms_norm(" + std::to_string(features_) + (affine_.affine() ? ",affine" : "") + ")";
     }
+
+    /// @name Saving and loading (see io/layer_io.hpp)
+    /// @{
+    static constexpr const char* kind() { return "rms_norm"; }
+    nlohmann::json config() const {
+        return {{"kind", kind()}, {"features", features_}, {"eps", eps_}, {"affine", affine()}};
+    }
+    void save(layer_writer& w) const { affine_.save(w); }
+    static rms_norm load(const layer_reader& r) {
+        const double eps = r.number_field("eps");
+        if (!(eps > 0.0 && eps < 1.0)) r.fail("field 'eps': expected a number in (0, 1), found ", eps);
+        rms_norm l(r.size_field("features"), r.bool_field("affine"), float(eps));
+        l.affine_.load(r);
+        return l;
+    }
+    feature_info propagate(feature_info in, const std::string& where) const {
+        detail::require(in.last == 0 || in.last == features_, where, ": expects ", features_,
+                        " input features but the previous layers give ", in.last);
+        return {features_, in.total};
+    }
+    std::size_t parameter_bytes() const { return affine_.parameter_bytes(); }
+    /// @}
 
 private:
     std::size_t features_;

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "../io/layer_io.hpp"
 #include "../tensor.hpp"
 #include "../threads.hpp"
 
@@ -43,6 +44,10 @@ public:
     std::size_t kernel_size() const { return k_; }
     std::size_t stride() const { return s_; }
     std::size_t padding() const { return p_; }
+
+    nlohmann::json config() const { return {{"kind", name_}, {"kernel", k_}, {"stride", s_}, {"padding", p_}}; }
+    /// The output's size is known only from an image's height, which a flat feature count lacks.
+    feature_info propagate(feature_info, const std::string&) const { return {}; }
 
 protected:
     /// Checks x is [B, C, H, W] with room for one window; records the shapes.
@@ -152,6 +157,10 @@ public:
     }
 
     std::string describe() const { return pool_window::describe(); }
+    static constexpr const char* kind() { return "max_pool2d"; }
+    static max_pool2d load(const layer_reader& r) {
+        return max_pool2d(r.size_field("kernel", 1, 4096), r.size_field("stride", 1, 4096), r.size_field("padding", 0, 4096));
+    }
 
 private:
     /// forward for kernel 2, stride 2, no padding: the same strict first-maximum-wins scan over
@@ -245,6 +254,10 @@ public:
     }
 
     std::string describe() const { return pool_window::describe(); }
+    static constexpr const char* kind() { return "avg_pool2d"; }
+    static avg_pool2d load(const layer_reader& r) {
+        return avg_pool2d(r.size_field("kernel", 1, 4096), r.size_field("stride", 1, 4096), r.size_field("padding", 0, 4096));
+    }
 };
 
 /// @brief Global average pooling: [B, C, H, W] -> [B, C], the mean of each channel plane
@@ -285,6 +298,10 @@ public:
     }
 
     std::string describe() const { return "global_avg_pool2d"; }
+    static constexpr const char* kind() { return "global_avg_pool2d"; }
+    nlohmann::json config() const { return {{"kind", kind()}}; }
+    static global_avg_pool2d load(const layer_reader&) { return global_avg_pool2d{}; }
+    feature_info propagate(feature_info, const std::string&) const { return {}; }
 
 private:
     shape_t input_shape_;

@@ -21,6 +21,39 @@
 
 namespace tern::detail {
 
+/// y[T x N] = x[T x K] W^T (+ b): the full-precision product of the training and frozen projections.
+inline void dense_product(const float* x, std::size_t T, std::size_t K, const float* w, std::size_t N,
+                          const float* bias, float* y) {
+    kernels::sgemm(false, true, T, N, K, 1.0f, x, K, w, K, 0.0f, y, N);
+    if (bias)
+        for (std::size_t t = 0; t < T; ++t)
+            for (std::size_t n = 0; n < N; ++n) y[t * N + n] += bias[n];
+}
+
+/// The input a full-precision policy P multiplies: BitLinear's per-token normalization (prenorm
+/// policies), then binary16 rounding (fp16). Writes into @p buf [T x K] when P changes x; returns
+/// the pointer to read (x itself for fp32). @p rstd receives the normalization's 1/std per token.
+template <class P>
+const float* prepare_input(const float* x, std::size_t T, std::size_t K, float* buf, float* rstd) {
+    if constexpr (P::normalize_input) {
+        normalize_tokens(x, T, K, buf, rstd);
+        x = buf;
+    }
+    if constexpr (P::half_precision) {
+        kernels::round_to_half(x, buf, T * K);
+        x = buf;
+    }
+    return x;
+}
+
+/// The training projection (below) keeps shadow weights and what backward needs; the frozen one,
+/// projection<frozen<P>, ActBits> (layers/frozen_projection.hpp, included by deploy/freeze.hpp),
+/// keeps the packed or full-precision weights alone.
+template <class Policy, int ActBits>
+class projection;
+template <class P, int ActBits>
+class projection<frozen<P>, ActBits>;
+
 template <class Policy, int ActBits>
 class projection {
     static_assert(quantization_policy<Policy>,
@@ -88,12 +121,7 @@ public:
             kernels::round_to_half(weight.data(), w_hat_.data(), N * K);
             w_used = w_hat_.data();
         }
-        kernels::sgemm(false, true, T, N, K, 1.0f, x_hat_.data(), K, w_used, K, 0.0f, y, N);
-        if (has_bias()) {
-            const float* b = bias.data();
-            for (std::size_t t = 0; t < T; ++t)
-                for (std::size_t n = 0; n < N; ++n) y[t * N + n] += b[n];
-        }
+        dense_product(x_hat_.data(), T, K, w_used, N, has_bias() ? bias.data() : nullptr, y);
     }
 
     /// Accumulates dW and db from g[T x N] and writes dx[T x K] (straight-through estimator).
@@ -120,6 +148,9 @@ public:
         out.push_back({prefix + "weight", &weight, &weight_grad, true});
         if (has_bias()) out.push_back({prefix + "bias", &bias, &bias_grad, false});
     }
+
+    /// The bias values, or null without a bias.
+    const float* bias_data() const { return has_bias() ? bias.data() : nullptr; }
 
     /// s_w of the last forward pass (ternary policies only).
     float last_weight_scale() const { return weight_scale_; }

@@ -5,16 +5,10 @@
 #include <string>
 #include <utility>
 
+#include "identity.hpp"
 #include "layer.hpp"
 
 namespace tern {
-
-/// @brief The identity layer (the default shortcut of a residual block).
-struct identity {
-    tensor forward(const tensor& x) { return x; }
-    tensor backward(const tensor& grad_output) { return grad_output; }
-    std::string describe() const { return "identity"; }
-};
 
 /// @brief y = body(x) + shortcut(x). Body and Shortcut are layers (often a tern::sequential).
 ///
@@ -22,11 +16,11 @@ struct identity {
 /// @throws tern::error when body and shortcut produce different shapes.
 template <class Body, class Shortcut = identity>
 class residual {
-    static_assert(layer<Body> && layer<Shortcut>, "tern::residual: Body and Shortcut must be layers");
+    static_assert(forward_layer<Body> && forward_layer<Shortcut>, "tern::residual: Body and Shortcut must be layers");
 
 public:
-    template <class Q>
-    using rebind = residual<rebind_t<Body, Q>, rebind_t<Shortcut, Q>>;
+    template <class T>
+    using transform = residual<transform_t<Body, T>, transform_t<Shortcut, T>>;
 
     explicit residual(Body body, Shortcut shortcut = {}) : body_(std::move(body)), shortcut_(std::move(shortcut)) {}
 

@@ -49,6 +49,11 @@ public:
     std::string describe() const {
         return std::visit([](const auto& n) { return n.describe(); }, norm_);
     }
+    /// Calls @p fn with the norm inside (an rms_norm or a layer_norm).
+    template <class Fn>
+    decltype(auto) visit(Fn&& fn) const {
+        return std::visit(std::forward<Fn>(fn), norm_);
+    }
 
 private:
     using variant_t = std::variant<rms_norm, layer_norm>;
@@ -72,8 +77,8 @@ template <class Policy, int ActBits = 8>
 class decoder_block {
 public:
     using policy = Policy;
-    template <class Q>
-    using rebind = decoder_block<Q, ActBits>;
+    template <class T>
+    using transform = decoder_block<typename T::template apply<Policy>, ActBits>;
 
     explicit decoder_block(const block_options& o)
         : opt_(normalized(o)), norm1_(o.norm, o.d_model), attn_(o.d_model, o.heads, {.rotary = o.rotary}),
@@ -206,8 +211,8 @@ class decoder_lm {
 public:
     using policy = Policy;
     static constexpr int activation_bits = ActBits;
-    template <class Q>
-    using rebind = decoder_lm<Q, ActBits>;
+    template <class T>
+    using transform = decoder_lm<typename T::template apply<Policy>, ActBits>;
     using full_precision_head = pinned<linear<fp32>>;
 
     explicit decoder_lm(const lm_config& c)
