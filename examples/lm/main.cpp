@@ -198,12 +198,14 @@ nlohmann::json run(const settings& s, const std::string& raw) {
         optimizer.set_learning_rate(schedule(step) * s.schedule.lr_factor(step));
         if (post) post->set_quant_strength(s.schedule.lambda(step));
         optimizer.zero_grad();
-        const float l = tern_examples::world::get().reduce(optimizer.parameters(), batch.inputs.shape()[0], s.batch,
-                                                           active([&](auto& lm) {
+        const float local_loss = active([&](auto& lm) {
             const float value = loss.forward(lm.forward(batch.inputs), batch.targets);
             lm.backward(loss.backward());
             return value;
-        }));
+        });
+        // With MPI: the gradients and the loss of the whole global batch, on every rank.
+        const float l = tern_examples::world::get().reduce(optimizer.parameters(), batch.inputs.shape()[0], s.batch,
+                                                           local_loss);
         if (s.clip > 0) tern::clip_grad_norm(optimizer.parameters(), float(s.clip));
         optimizer.step();
         running = step == start ? l : 0.98 * running + 0.02 * l;
