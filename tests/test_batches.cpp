@@ -161,3 +161,35 @@ TEST_CASE("split_validation is deterministic and disjoint", "[batches]") {
     REQUIRE(g.inputs.data()[6] == 300.0f);
     REQUIRE_THROWS_WITH(tern::data::gather_rows(d.inputs, d.labels, {20}), Catch::Contains("index 20 out of range"));
 }
+
+TEST_CASE("shard_bounds tiles a batch in order, parts differ by at most one row", "[batches]") {
+    for (std::size_t rows : {0, 1, 5, 24, 25, 127}) {
+        for (std::size_t count : {1, 2, 3, 8}) {
+            std::size_t next = 0, smallest = rows, largest = 0;
+            for (std::size_t r = 0; r < count; ++r) {
+                const auto [begin, end] = tern::data::shard_bounds(rows, r, count);
+                CHECK(begin == next);
+                next = end;
+                smallest = std::min(smallest, end - begin);
+                largest = std::max(largest, end - begin);
+            }
+            CHECK(next == rows);
+            CHECK(largest - smallest <= 1);
+        }
+    }
+    CHECK(tern::data::shard_bounds(1, 0, 2) == std::pair<std::size_t, std::size_t>{0, 0});  // an empty part
+    CHECK(tern::data::shard_bounds(1, 1, 2) == std::pair<std::size_t, std::size_t>{0, 1});
+    REQUIRE_THROWS_WITH(tern::data::shard_bounds(4, 2, 2), Catch::Contains("part 2 of 2"));
+}
+
+TEST_CASE("slice_rows copies a range of rows with their labels", "[batches]") {
+    const dataset d = numbered(5);
+    const batch all{d.inputs, d.labels};
+    const batch middle = tern::data::slice_rows(all, 1, 4);
+    REQUIRE(middle.inputs.shape() == std::vector<std::size_t>{3, 2, 3});
+    CHECK(middle.labels == std::vector<int>{1, 2, 3});
+    for (std::size_t r = 0; r < 3; ++r)
+        for (std::size_t k = 0; k < 6; ++k) CHECK(middle.inputs.data()[r * 6 + k] == float(100 * (r + 1) + k));
+    CHECK(tern::data::slice_rows(all, 5, 5).size() == 0);
+    REQUIRE_THROWS_WITH(tern::data::slice_rows(all, 3, 6), Catch::Contains("rows [3, 6)"));
+}

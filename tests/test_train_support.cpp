@@ -83,3 +83,47 @@ TEST_CASE("prepare_batch sees every batch before the forward pass", "[train]") {
                                                       }}),
                         Catch::Contains("not finite"));
 }
+
+TEST_CASE("a sharded epoch trains on its rows and hands every step's share to reduce_gradients", "[train]") {
+    tern::manual_seed(3);
+    auto model = tern::sequential{tern::linear<tern::fp32>(2, 2)};
+    // 5 rows in batches of 4: the last batch has one row, so part 0 of 2 has none in that step.
+    tern::data::dataset d{tern::tensor({{1.0f, 2.0f}, {3.0f, 4.0f}, {5.0f, 6.0f}, {7.0f, 8.0f}, {9.0f, 1.0f}}),
+                          {0, 1, 0, 1, 1}};
+    tern::sgd opt(model.parameters());
+    tern::softmax_cross_entropy loss;
+    for (std::size_t part : {0, 1}) {
+        tern::data::batch_iterator it(d, {.batch_size = 4, .shuffle = false});
+        std::size_t step = 0;
+        std::vector<std::pair<std::size_t, std::size_t>> rows;
+        std::vector<double> gradient_sums;
+        tern::train_options options{.show_progress = false, .shard_index = part, .shard_count = 2};
+        options.reduce_gradients = [&](const tern::parameter_list& params, tern::step_share& share) {
+            rows.emplace_back(share.rows, share.global_rows);
+            double sum = 0;
+            for (const auto& p : params)
+                for (float g : *p.grad) sum += std::abs(g);
+            gradient_sums.push_back(sum);
+            if (share.rows == 0) CHECK(share.loss_sum == 0);
+            share.loss_sum = 2.0 * double(share.global_rows);  // as if the other part had reported
+            share.correct = double(share.global_rows);
+        };
+        const auto stats = tern::train_classifier_epoch(model, loss, opt, it, step, options);
+        CHECK(step == 2);  // both parts take both steps, rows or not
+        if (part == 0) {
+            CHECK(rows == std::vector<std::pair<std::size_t, std::size_t>>{{2, 4}, {0, 1}});
+            CHECK(gradient_sums[0] > 0);
+            CHECK(gradient_sums[1] == 0);  // no rows: zero gradients into the reduction
+        } else {
+            CHECK(rows == std::vector<std::pair<std::size_t, std::size_t>>{{2, 4}, {1, 1}});
+            CHECK(gradient_sums[1] > 0);
+        }
+        CHECK(stats.loss == Approx(2.0));  // the statistics are the reduced ones
+        CHECK(stats.accuracy == 1.0);
+    }
+    tern::data::batch_iterator it(d, {.batch_size = 4, .shuffle = false});
+    std::size_t step = 0;
+    REQUIRE_THROWS_WITH(tern::train_classifier_epoch(model, loss, opt, it, step,
+                                                     {.show_progress = false, .shard_count = 2}),
+                        Catch::Contains("needs a reduce_gradients hook"));
+}

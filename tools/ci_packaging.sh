@@ -7,8 +7,9 @@
 #  3. pkg-config finds tern in the install (version, --cflags, --libs);
 #  4. an empty translation unit that includes tern/tern.hpp compiles in under 10 s (reported);
 #  5. the consumer projects build and run: tests/consumers/find_package (against both installs),
-#     tests/consumers/add_subdirectory, tests/consumers/single_header, and test_package/ (Conan's
-#     test project, here against the CMake install);
+#     tests/consumers/add_subdirectory, tests/consumers/single_header, test_package/ (Conan's
+#     test project, here against the CMake install) and, where MPI is installed,
+#     tests/consumers/find_package_mpi (the mpi component);
 #  6. the Conan recipes compile (python3 -m py_compile) and the root recipe has the expected
 #     shape (checked against stubs of the Conan API: Conan itself is not installed);
 #  7. doxygen runs on the Doxyfile without a single warning.
@@ -104,6 +105,10 @@ consumer find_package-single tests/consumers/find_package -DCMAKE_PREFIX_PATH="$
 consumer add_subdirectory tests/consumers/add_subdirectory -DTERN_SOURCE_DIR="$root"
 consumer single_header tests/consumers/single_header -DTERN_SINGLE_INCLUDE_DIR="$root/single_include"
 consumer test_package test_package -DCMAKE_PREFIX_PATH="$prefix"
+# The mpi component (tern::mpi), where an MPI compiler wrapper says MPI is installed.
+if command -v mpicxx > /dev/null; then
+  consumer find_package-mpi tests/consumers/find_package_mpi -DCMAKE_PREFIX_PATH="$prefix"
+fi
 # The version file: a request for another minor version must not find this package.
 if cmake -S tests/consumers/find_package -B "$work/consumer-wrong-version" -DCMAKE_PREFIX_PATH="$prefix" \
      -DTERN_CONSUMER_REQUIRE_VERSION=99.0 > "$work/consumer-wrong-version.log" 2>&1; then

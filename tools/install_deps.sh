@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Installs what tern needs on Debian 12 (build tools, header-only dependencies, the data sets the
-# examples use, PyTorch for the golden-value script and the comparison benchmarks).
+# examples use, Open MPI for the optional data-parallel build, PyTorch for the golden-value script
+# and the comparison benchmarks).
 # Only missing packages are installed. Usage: tools/install_deps.sh [--minimal]
 #   --minimal  skip PyTorch (only the golden-value script and the comparison benchmarks need it)
 set -euo pipefail
 packages=(cmake make g++ pkg-config doxygen clang-14 libclang-rt-14-dev
           libxtensor-dev xtl-dev libxsimd-dev catch2 nlohmann-json3-dev zlib1g-dev libopenblas-dev
-          dataset-fashion-mnist bible-kjv)
+          dataset-fashion-mnist bible-kjv libopenmpi-dev openmpi-bin)
 if [ "${1:-}" != "--minimal" ]; then
   packages+=(python3-torch python3-numpy)
 fi

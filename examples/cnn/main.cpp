@@ -23,6 +23,7 @@
 #include <optional>
 
 #include "common/cli.hpp"
+#include "common/parallel.hpp"  // mpirun -np N: data-parallel (TERN_WITH_MPI)
 #include "tern/data/augment.hpp"
 #include "tern/deploy/packed_model.hpp"   // --export
 #include "tern/deploy/packed_model.hpp"  // --export
@@ -147,6 +148,7 @@ nlohmann::json train_and_evaluate(const settings& s, Model& model) {
         std::cerr << "loaded " << s.load << " (" << meta.at("tern.model") << ")"
                   << (with_optimizer ? ", resuming after epoch " + std::to_string(start_epoch) : "") << "\n";
     }
+    tern_examples::world::get().sync(optimizer);  // rank 0's model and optimizer state everywhere
     const image_data data = load_data(s, !s.eval_only);
     const std::size_t params = tern::count_parameters(model.parameters());
     std::cerr << "model: " << model.describe() << "\n"
@@ -177,6 +179,7 @@ nlohmann::json train_and_evaluate(const settings& s, Model& model) {
                 .title = "epoch " + std::to_string(epoch + 1) + "/" + std::to_string(s.epochs),
                 .show_progress = !s.quiet,
                 .before_step = set_lr};
+            tern_examples::world::get().attach(options);
             if (augment.active()) options.prepare_batch = [&](tern::data::batch& b) { augment.apply(b.inputs); };
             const auto stats = tern::train_classifier_epoch(model, loss, optimizer, batches, step, options);
             const auto eval = tern::evaluate_classifier(model, data.test, data.classes, eval_batch);
@@ -236,6 +239,7 @@ nlohmann::json run(const settings& s) {
 }  // namespace
 
 int main(int argc, char** argv) {
+    tern_examples::world world(argc, argv);
     try {
         tern_examples::cli args(argc, argv,
                                 "Trains a small CNN or ResNet on Fashion-MNIST (IDX) or CIFAR-10/100 (binary version) "
@@ -275,6 +279,7 @@ int main(int argc, char** argv) {
         s.crop = augment_on ? (cifar ? 4 : 2) : 0;
         s.flip = augment_on;
         tern::set_num_threads(s.threads);
+        world.root_only(s.save, s.log, s.export_path);
 
         nlohmann::json result;
         if (s.policy == "fp32") result = run<tern::fp32>(s);
@@ -285,7 +290,6 @@ int main(int argc, char** argv) {
         std::cout << result.dump() << std::endl;
         return 0;
     } catch (const std::exception& e) {
-        std::cerr << "cnn: error: " << e.what() << "\n";
-        return 1;
+        return world.fail("cnn", e);
     }
 }

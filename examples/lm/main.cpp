@@ -22,6 +22,7 @@
 #include <random>
 
 #include "common/cli.hpp"
+#include "common/parallel.hpp"  // mpirun -np N: data-parallel (TERN_WITH_MPI)
 #include "tern/layers/transformer.hpp"
 #include "tern/continual.hpp"
 #include "tern/deploy/frozen_lm.hpp"
@@ -163,6 +164,7 @@ nlohmann::json run(const settings& s, const std::string& raw) {
         std::cerr << "loaded " << s.load << (with_optimizer ? ", resuming at step " + std::to_string(step) : "")
                   << "\n";
     }
+    tern_examples::world::get().sync(optimizer);  // rank 0's model and optimizer state everywhere
     const std::size_t n_params = tern::count_parameters(optimizer.parameters());
     std::cerr << "model: " << active([](auto& lm) { return tern::policy_name(lm); }) << ", " << s.layers << " layers, d_model " << s.d_model << ", "
               << s.heads << " heads, context " << s.context << ", vocab " << cfg.vocab << " (" << codec.name()
@@ -192,19 +194,22 @@ nlohmann::json run(const settings& s, const std::string& raw) {
             if (!s.quiet) bar.finish();
             std::cerr << "step " << step << ": switched to " << P::name << "\n";
         }
-        const auto batch = data.sample(s.batch, rng);
+        const auto batch = tern_examples::world::get().shard(data.sample(s.batch, rng));  // this rank's windows
         optimizer.set_learning_rate(schedule(step) * s.schedule.lr_factor(step));
         if (post) post->set_quant_strength(s.schedule.lambda(step));
         optimizer.zero_grad();
-        const float l = active([&](auto& lm) {
+        const float local_loss = active([&](auto& lm) {
             const float value = loss.forward(lm.forward(batch.inputs), batch.targets);
             lm.backward(loss.backward());
             return value;
         });
+        // With MPI: the gradients and the loss of the whole global batch, on every rank.
+        const float l = tern_examples::world::get().reduce(optimizer.parameters(), batch.inputs.shape()[0], s.batch,
+                                                           local_loss);
         if (s.clip > 0) tern::clip_grad_norm(optimizer.parameters(), float(s.clip));
         optimizer.step();
         running = step == start ? l : 0.98 * running + 0.02 * l;
-        trained_tokens += double(batch.targets.size());
+        trained_tokens += double(s.batch * s.context);  // the global batch
         train_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
         if (!s.quiet) bar.update(step + 1 - start, running, -1, trained_tokens);
         const bool last = step + 1 == s.steps;
@@ -269,6 +274,7 @@ nlohmann::json run_with_pre(const settings& s, const std::string& raw) {
 }  // namespace
 
 int main(int argc, char** argv) {
+    tern_examples::world world(argc, argv);
     try {
         tern_examples::cli args(argc, argv,
                                 "Trains a decoder-only transformer LM (bytes or BPE) on the KJV bible or --text, "
@@ -324,6 +330,7 @@ int main(int argc, char** argv) {
                               "--rewarm only applies with --reset-optimizer (a kept optimizer needs no re-warm)");
         tern::detail::require(!s.prompt.empty(), "--generate expects a non-empty prompt");
         tern::set_num_threads(s.threads);
+        world.root_only(s.save, s.log, s.export_path);
         const std::string raw = s.text.empty() ? tern::text::read_command_output("bible Gen1:1-Rev22:21")
                                                : tern::text::read_file_bytes(s.text);
 
@@ -339,7 +346,6 @@ int main(int argc, char** argv) {
         std::cout << result.dump() << std::endl;
         return 0;
     } catch (const std::exception& e) {
-        std::cerr << "lm: error: " << e.what() << "\n";
-        return 1;
+        return world.fail("lm", e);
     }
 }

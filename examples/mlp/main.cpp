@@ -13,6 +13,7 @@
 #include <optional>
 
 #include "common/cli.hpp"
+#include "common/parallel.hpp"  // mpirun -np N: data-parallel (TERN_WITH_MPI)
 #include "tern/tern.hpp"
 #include "tern/deploy/packed_model.hpp"  // --export
 
@@ -75,6 +76,7 @@ nlohmann::json run(const settings& s) {
                   << (with_optimizer ? ", resuming after epoch " + std::to_string(start_epoch) : "") << "\n";
     }
 
+    tern_examples::world::get().sync(optimizer);  // rank 0's model and optimizer state everywhere
     auto test = tern::data::load_mnist_dir(s.data_dir, false);
     standardize(test.inputs);
     const std::size_t params = tern::count_parameters(pre.parameters());
@@ -112,6 +114,7 @@ nlohmann::json run(const settings& s) {
             tern::train_options options{.title = "epoch " + std::to_string(epoch + 1) + "/" + std::to_string(s.epochs),
                                         .show_progress = !s.quiet,
                                         .before_step = before_step};
+            tern_examples::world::get().attach(options);
             // An epoch may hold the switch: train the pre model up to it, then the converted model.
             tern::epoch_stats stats;
             const auto add = [&](const tern::epoch_stats& part) {
@@ -184,6 +187,7 @@ nlohmann::json run_with_pre(const settings& s) {
 }  // namespace
 
 int main(int argc, char** argv) {
+    tern_examples::world world(argc, argv);
     try {
         tern_examples::cli args(argc, argv,
                                 "Trains a 784-hidden-hidden-10 MLP on Fashion-MNIST (IDX files) in a tern policy.");
@@ -218,6 +222,7 @@ int main(int argc, char** argv) {
         tern::detail::require(s.schedule.rewarm == 0 || s.schedule.reset_optimizer,
                               "--rewarm only applies with --reset-optimizer (a kept optimizer needs no re-warm)");
         tern::set_num_threads(s.threads);
+        world.root_only(s.save, s.log, s.export_path);
 
         nlohmann::json result;
         if (s.policy == "fp32") result = run<tern::fp32, tern::fp32>(s);
@@ -227,7 +232,6 @@ int main(int argc, char** argv) {
         std::cout << result.dump() << std::endl;
         return 0;
     } catch (const std::exception& e) {
-        std::cerr << "mlp: error: " << e.what() << "\n";
-        return 1;
+        return world.fail("mlp", e);
     }
 }

@@ -10657,6 +10657,31 @@ inline dataset gather_rows(const tensor& inputs, const std::vector<int>& labels,
     return out;
 }
 
+/// @brief The rows [first, second) of a global batch of @p rows that part @p index of @p count
+/// takes: part r of W gets [r*rows/W, (r+1)*rows/W), so the parts tile the batch in order and
+/// differ in size by at most one row (a part may be empty when rows < count).
+/// @throws tern::error if count is 0 or index >= count.
+inline std::pair<std::size_t, std::size_t> shard_bounds(std::size_t rows, std::size_t index, std::size_t count) {
+    detail::require(count > 0 && index < count, "shard_bounds: expected part index < count, got part ", index,
+                    " of ", count);
+    return {rows * index / count, rows * (index + 1) / count};
+}
+
+/// @brief A copy of the rows [begin, end) of @p b (inputs and labels).
+/// @throws tern::error if the range does not lie within the batch.
+inline batch slice_rows(const batch& b, std::size_t begin, std::size_t end) {
+    const std::size_t row = detail::row_length(b.inputs, b.labels, "slice_rows");
+    detail::require(begin <= end && end <= b.size(), "slice_rows: rows [", begin, ", ", end,
+                    ") do not lie within a batch of ", b.size());
+    shape_t shape = detail::to_shape(b.inputs.shape());
+    shape[0] = end - begin;
+    batch out{tensor::from_shape(shape), std::vector<int>(b.labels.begin() + std::ptrdiff_t(begin),
+                                                          b.labels.begin() + std::ptrdiff_t(end))};
+    if (row > 0 && end > begin)
+        std::memcpy(out.inputs.data(), b.inputs.data() + begin * row, (end - begin) * row * sizeof(float));
+    return out;
+}
+
 /// @brief Walks (inputs [n, ...], labels) in mini-batches, optionally reshuffled each epoch.
 ///
 /// Holds references to the inputs and labels: they must outlive the iterator (temporaries are
@@ -12024,6 +12049,17 @@ struct epoch_stats {
     std::size_t steps = 0;
 };
 
+/// @brief One step's share of a data-parallel run, handed to train_options::reduce_gradients.
+///
+/// Before the hook: this process's rows and sums. After it: the sums over every process, so the
+/// loop reports the loss and accuracy of the whole global batch.
+struct step_share {
+    std::size_t rows = 0;         ///< rows this process trained on (may be 0)
+    std::size_t global_rows = 0;  ///< rows of the whole global batch
+    double loss_sum = 0;          ///< mean loss over this process's rows times rows
+    double correct = 0;           ///< rows whose argmax matched the label
+};
+
 /// @brief Options of train_classifier_epoch.
 struct train_options {
     std::string title = "train";      ///< progress-bar label, e.g. "epoch 1/5"
@@ -12036,6 +12072,15 @@ struct train_options {
     /// Stop before this global step, leaving the rest of the epoch in @p batches (e.g. to switch
     /// policy mid-epoch and continue the same epoch with the converted model).
     std::size_t stop_at = static_cast<std::size_t>(-1);
+    /// Data parallelism: with shard_count W > 1 this process trains on the rows
+    /// data::shard_bounds(G, shard_index, W) of every global batch of G rows (every process walks
+    /// the same batches in the same order), and reduce_gradients is required.
+    std::size_t shard_index = 0;
+    std::size_t shard_count = 1;  ///< number of processes sharing each batch
+    /// Called after backward and before clipping and the optimizer step. A data-parallel hook (see
+    /// tern/distributed/mpi.hpp) scales each gradient by rows / global_rows, sums the gradients and
+    /// the share across processes, so every process steps with the gradient of the whole batch.
+    std::function<void(const parameter_list&, step_share&)> reduce_gradients = {};
 };
 
 /// @brief One pass over @p batches: forward, loss, backward, optimizer step per batch.
@@ -12045,6 +12090,11 @@ template <class Model, class Optimizer>
 epoch_stats train_classifier_epoch(Model& model, softmax_cross_entropy& loss, Optimizer& optimizer,
                                    data::batch_iterator& batches, std::size_t& global_step,
                                    const train_options& options = {}) {
+    detail::require(options.shard_count > 0 && options.shard_index < options.shard_count, options.title,
+                    ": expected shard_index < shard_count, got ", options.shard_index, " of ", options.shard_count);
+    detail::require(options.shard_count == 1 || options.reduce_gradients, options.title,
+                    ": shard_count ", options.shard_count, " needs a reduce_gradients hook (or every process "
+                    "would step with its own shard's gradient)");
     model.set_training(true);
     const auto params = model.parameters();
     progress_bar bar(options.title, batches.batches_per_epoch());
@@ -12056,23 +12106,32 @@ epoch_stats train_classifier_epoch(Model& model, softmax_cross_entropy& loss, Op
     while (global_step < options.stop_at && batches.next(b)) {
         if (options.before_step) options.before_step(global_step);
         if (options.prepare_batch) options.prepare_batch(b);
-        zero_gradients(params);
-        const tensor logits = model.forward(b.inputs);
-        float value;
-        try {
-            value = loss.forward(logits, b.labels);
-        } catch (const error& e) {
-            detail::fail(options.title, ", step ", global_step, ": ", e.what());
+        step_share share{.rows = b.size(), .global_rows = b.size()};
+        if (options.shard_count > 1) {
+            const auto [begin, end] = data::shard_bounds(b.size(), options.shard_index, options.shard_count);
+            b = data::slice_rows(b, begin, end);
+            share.rows = b.size();
         }
-        tern::backward_parameters(model, loss.backward());
+        zero_gradients(params);
+        if (share.rows > 0) {  // a process whose shard of a small last batch is empty adds zero gradients
+            const tensor logits = model.forward(b.inputs);
+            try {
+                share.loss_sum = double(loss.forward(logits, b.labels)) * double(share.rows);
+            } catch (const error& e) {
+                detail::fail(options.title, ", step ", global_step, ": ", e.what());
+            }
+            tern::backward_parameters(model, loss.backward());
+            const auto predicted = argmax_rows(logits);
+            for (std::size_t i = 0; i < predicted.size(); ++i) share.correct += predicted[i] == b.labels[i];
+        }
+        if (options.reduce_gradients) options.reduce_gradients(params, share);
         if (options.clip_norm > 0) clip_grad_norm(params, options.clip_norm);
         optimizer.step();
         ++global_step;
         ++stats.steps;
-        loss_sum += value;
-        const auto predicted = argmax_rows(logits);
-        for (std::size_t i = 0; i < predicted.size(); ++i) right += predicted[i] == b.labels[i];
-        seen += b.size();
+        loss_sum += share.loss_sum / double(share.global_rows);
+        right += std::size_t(std::llround(share.correct));  // a count, summed in floating point
+        seen += share.global_rows;
         if (options.show_progress)
             bar.update(stats.steps, loss_sum / double(stats.steps), double(right) / double(seen), double(seen));
     }

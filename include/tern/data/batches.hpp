@@ -105,6 +105,31 @@ inline dataset gather_rows(const tensor& inputs, const std::vector<int>& labels,
     return out;
 }
 
+/// @brief The rows [first, second) of a global batch of @p rows that part @p index of @p count
+/// takes: part r of W gets [r*rows/W, (r+1)*rows/W), so the parts tile the batch in order and
+/// differ in size by at most one row (a part may be empty when rows < count).
+/// @throws tern::error if count is 0 or index >= count.
+inline std::pair<std::size_t, std::size_t> shard_bounds(std::size_t rows, std::size_t index, std::size_t count) {
+    detail::require(count > 0 && index < count, "shard_bounds: expected part index < count, got part ", index,
+                    " of ", count);
+    return {rows * index / count, rows * (index + 1) / count};
+}
+
+/// @brief A copy of the rows [begin, end) of @p b (inputs and labels).
+/// @throws tern::error if the range does not lie within the batch.
+inline batch slice_rows(const batch& b, std::size_t begin, std::size_t end) {
+    const std::size_t row = detail::row_length(b.inputs, b.labels, "slice_rows");
+    detail::require(begin <= end && end <= b.size(), "slice_rows: rows [", begin, ", ", end,
+                    ") do not lie within a batch of ", b.size());
+    shape_t shape = detail::to_shape(b.inputs.shape());
+    shape[0] = end - begin;
+    batch out{tensor::from_shape(shape), std::vector<int>(b.labels.begin() + std::ptrdiff_t(begin),
+                                                          b.labels.begin() + std::ptrdiff_t(end))};
+    if (row > 0 && end > begin)
+        std::memcpy(out.inputs.data(), b.inputs.data() + begin * row, (end - begin) * row * sizeof(float));
+    return out;
+}
+
 /// @brief Walks (inputs [n, ...], labels) in mini-batches, optionally reshuffled each epoch.
 ///
 /// Holds references to the inputs and labels: they must outlive the iterator (temporaries are

@@ -1,0 +1,21 @@
+# Runs COMMAND (a list) and passes only if it exits non-zero within LIMIT seconds with EXPECT in
+# its output: a failing rank must end the whole MPI job, never leave it hanging.
+string(TIMESTAMP start "%s")
+execute_process(COMMAND ${COMMAND} RESULT_VARIABLE result OUTPUT_VARIABLE out ERROR_VARIABLE err
+                TIMEOUT ${LIMIT})
+string(TIMESTAMP stop "%s")
+math(EXPR elapsed "${stop} - ${start}")
+if(result MATCHES "timeout")
+  message(FATAL_ERROR "still running after ${LIMIT} s (a hang):\n${out}\n${err}")
+endif()
+if(result EQUAL 0)
+  message(FATAL_ERROR "exited with 0, expected a failure:\n${out}\n${err}")
+endif()
+string(FIND "${out}${err}" "${EXPECT}" found)
+if(found EQUAL -1)
+  message(FATAL_ERROR "exited with '${result}' but without '${EXPECT}' in its output:\n${out}\n${err}")
+endif()
+if(elapsed GREATER ${LIMIT})
+  message(FATAL_ERROR "took ${elapsed} s, over the ${LIMIT} s limit")
+endif()
+message(STATUS "failed as expected in ${elapsed} s (exit '${result}'): ${EXPECT}")
