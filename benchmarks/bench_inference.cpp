@@ -30,7 +30,7 @@
 #include <tern/data/batches.hpp>
 #include <tern/data/idx.hpp>
 #include <tern/deploy/freeze.hpp>
-#include <tern/deploy/frozen_lm.hpp>
+#include <tern/deploy/language_model.hpp>
 #include <tern/layers/transformer.hpp>
 #include <tern/layers/activations.hpp>
 #include <tern/layers/flatten.hpp>

@@ -9,10 +9,11 @@
 #include <filesystem>
 #include <random>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include <tern/deploy/freeze.hpp>
-#include <tern/deploy/frozen_lm.hpp>
+#include <tern/deploy/language_model.hpp>
 #include <tern/deploy/packed_model.hpp>
 #include <tern/io/safetensors.hpp>
 #include <tern/layers/transformer.hpp>
@@ -59,10 +60,20 @@ void check_lm(int variant) {
     std::mt19937 rng(7 + variant);
     const tern::lm_config cfg = small_config(variant);
     tern::decoder_lm<P> lm(cfg);
+    // The frozen model is decoder_lm itself in the frozen policy (compile time), and the run-time
+    // model wraps it.
+    auto frozen_static = tern::freeze(lm);
+    static_assert(std::is_same_v<decltype(frozen_static), tern::decoder_lm<tern::frozen<P>>>);
     tern::inference_model frozen = tern::freeze(lm);
     REQUIRE(tern::is_language_model(frozen));
-    CHECK(frozen.size() == cfg.layers + 3);
-    CHECK(frozen.layer(cfg.layers + 2).kind() == (cfg.quantized_head ? "ternary_linear" : "linear"));
+    CHECK(frozen.size() == 1);
+    CHECK(frozen.layer(0).config()["quantized_head"] == cfg.quantized_head);
+    CHECK(frozen.packed_weights() ==
+          (P::ternary ? cfg.layers * (4 * cfg.d_model * cfg.d_model +
+                                      (cfg.mlp == tern::mlp_kind::swiglu ? 3 : 2) * cfg.d_model *
+                                          (cfg.mlp_hidden ? cfg.mlp_hidden : 4 * cfg.d_model)) +
+                            (cfg.quantized_head ? cfg.d_model * cfg.vocab : 0)
+                      : 0));
 
     // Whole sequences (batch 2): the same logits as the training forward.
     const std::size_t T = 20, V = cfg.vocab;
@@ -108,6 +119,8 @@ void check_lm(int variant) {
     const auto s1 = tern::generate_tokens(frozen, prompt, 12, sampled);
     CHECK(s1.size() == 12);
     CHECK(tern::generate_tokens(frozen, prompt, 12, sampled) == s1);
+    // The compile-time frozen model runs the same loop.
+    if (!cfg.quantized_head) CHECK(frozen_static.generate(prompt, 30, greedy) == lm.generate(prompt, 30, greedy));
 
     // Packed file round trip: identical logits.
     temp_dir dir("tern_test_freeze_lm_");
@@ -149,30 +162,34 @@ TEST_CASE("malformed LM packed files raise tern::error", "[freeze][lm]") {
         return d;
     };
     SECTION("heads that do not divide d_model") {
-        const auto d = with_arch([](nlohmann::json& a) { a["layers"][1]["heads"] = 5; });
-        require_error([&] { tern::parse_packed_model(d, where); }, {"layer 1", "decoder_block", "multiple of heads"});
+        const auto d = with_arch([](nlohmann::json& a) { a["layers"][0]["heads"] = 5; });
+        require_error([&] { tern::parse_packed_model(d, where); }, {"layer 0 (decoder_lm)", "multiple of heads"});
+    }
+    SECTION("an unknown mlp kind") {
+        const auto d = with_arch([](nlohmann::json& a) { a["layers"][0]["mlp"] = "relu2"; });
+        require_error([&] { tern::parse_packed_model(d, where); }, {"layer 0", "field 'mlp'", "relu2"});
     }
     SECTION("swiglu without a gate") {
-        const auto d = with_arch([](nlohmann::json& a) { a["layers"][2]["mlp"] = "swiglu"; });
-        require_error([&] { tern::parse_packed_model(d, where); }, {"layer 2", "gate"});
+        const auto d = with_arch([](nlohmann::json& a) { a["layers"][0]["mlp"] = "swiglu"; });
+        require_error([&] { tern::parse_packed_model(d, where); }, {"layer 0", "missing tensor '0.blocks.0.mlp.gate."});
     }
-    SECTION("a norm where a projection belongs") {
-        const auto d = with_arch([](nlohmann::json& a) { a["layers"][1]["q"] = a["layers"][1]["norm1"]; });
-        require_error([&] { tern::parse_packed_model(d, where); }, {"layer 1", "field 'q'"});
+    SECTION("a norm eps this tern does not use") {
+        const auto d = with_arch([](nlohmann::json& a) { a["layers"][0]["norm_eps"] = 1e-6; });
+        require_error([&] { tern::parse_packed_model(d, where); }, {"layer 0", "field 'norm_eps'"});
     }
     SECTION("embedding width that does not chain") {
-        const auto d = with_arch([](nlohmann::json& a) { a["layers"][0]["dim"] = 16; });
-        require_error([&] { tern::parse_packed_model(d, where); }, {"layer 0", "weight"});
+        const auto d = with_arch([](nlohmann::json& a) { a["layers"][0]["d_model"] = 16; });
+        require_error([&] { tern::parse_packed_model(d, where); }, {"layer 0", "tok.weight"});
     }
     SECTION("missing packed projection") {
         tern::io::safetensors_data d = good;
-        REQUIRE(d.tensors.erase("1.v.0.packed_cols") + d.tensors.erase("1.v.0.packed") > 0);
-        require_error([&] { tern::parse_packed_model(d, where); }, {"missing tensor '1.v.0."});
+        REQUIRE(d.tensors.erase("0.blocks.1.attn.v.packed_cols") + d.tensors.erase("0.blocks.1.attn.v.packed") > 0);
+        require_error([&] { tern::parse_packed_model(d, where); }, {"missing tensor '0.blocks.1.attn.v."});
     }
     SECTION("extra tensor") {
         tern::io::safetensors_data d = good;
-        d.put("1.extra", tern::tensor(tern::shape_t{2}, 1.0f));
-        require_error([&] { tern::parse_packed_model(d, where); }, {"1.extra", "belongs to no layer"});
+        d.put("0.extra", tern::tensor(tern::shape_t{2}, 1.0f));
+        require_error([&] { tern::parse_packed_model(d, where); }, {"0.extra", "belongs to no layer"});
     }
     SECTION("generation from a classifier is refused") {
         tern::inference_model empty;

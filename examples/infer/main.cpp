@@ -20,7 +20,7 @@
 #include "common/cli.hpp"
 #include "tern/data/idx.hpp"
 #include "tern/deploy/packed_model.hpp"
-#include "tern/deploy/frozen_lm.hpp"
+#include "tern/deploy/language_model.hpp"
 #include "tern/deploy/packed_model.hpp"
 #include "tern/io/safetensors.hpp"
 #include "tern/text/tokenizer.hpp"

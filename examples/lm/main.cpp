@@ -25,7 +25,7 @@
 #include "common/parallel.hpp"  // mpirun -np N: data-parallel (TERN_WITH_MPI)
 #include "tern/layers/transformer.hpp"
 #include "tern/continual.hpp"
-#include "tern/deploy/frozen_lm.hpp"
+#include "tern/deploy/language_model.hpp"
 #include "tern/deploy/packed_model.hpp"
 #include "tern/text/corpus.hpp"
 #include "tern/text/tokenizer.hpp"

@@ -45,7 +45,7 @@
 #include "deploy/inference_model.hpp"
 #include "deploy/freeze.hpp"
 #include "deploy/packed_model.hpp"
-#include "deploy/frozen_lm.hpp"
+#include "deploy/language_model.hpp"
 #include "data/idx.hpp"
 #include "data/batches.hpp"
 #include "data/cifar.hpp"

@@ -2756,6 +2756,11 @@ public:
     layer_reader nested(const std::string& sub, std::size_t index, const nlohmann::json& config) const {
         return layer_reader(data_, where_, path_ + "." + sub + "." + std::to_string(index), config, used_);
     }
+    /// @brief A reader for a part of this layer ("q" of an attention): the same configuration, its
+    /// tensors under "<path>.<name>.".
+    layer_reader sub(const std::string& name) const {
+        return layer_reader(data_, where_, path_ + "." + name, config_, used_);
+    }
     /// @brief The tensor name prefix of this layer ("3.").
     std::string prefix() const { return path_ + "."; }
 
@@ -3056,6 +3061,12 @@ public:
     {
         const std::size_t in = r.size_field("in"), out = r.size_field("out");
         return linear(core_type::load(r, in, out, r.bool_field("bias")));
+    }
+    /// The tensors of a linear inside another layer, whose configuration gives the sizes.
+    static linear load(const layer_reader& r, std::size_t in, std::size_t out, bool bias)
+        requires(!trainable)
+    {
+        return linear(core_type::load(r, in, out, bias));
     }
     feature_info propagate(feature_info in, const std::string& where) const {
         detail::require(in.last == 0 || in.last == in_features(), where, ": expects ", in_features(),
@@ -5631,6 +5642,8 @@ public:
         return {{"kind", kind()}, {"features", features_}, {"eps", eps_}, {"affine", affine()}};
     }
     void save(layer_writer& w) const { affine_.save(w); }
+    /// Reads the gain (and shift) that save() wrote, for a norm inside another layer.
+    void load_parameters(const layer_reader& r) { affine_.load(r); }
     static layer_norm load(const layer_reader& r) {
         const double eps = r.number_field("eps");
         if (!(eps > 0.0 && eps < 1.0)) r.fail("field 'eps': expected a number in (0, 1), found ", eps);
@@ -5717,6 +5730,8 @@ public:
         return {{"kind", kind()}, {"features", features_}, {"eps", eps_}, {"affine", affine()}};
     }
     void save(layer_writer& w) const { affine_.save(w); }
+    /// Reads the gain (and shift) that save() wrote, for a norm inside another layer.
+    void load_parameters(const layer_reader& r) { affine_.load(r); }
     static rms_norm load(const layer_reader& r) {
         const double eps = r.number_field("eps");
         if (!(eps > 0.0 && eps < 1.0)) r.fail("field 'eps': expected a number in (0, 1), found ", eps);
@@ -7115,6 +7130,17 @@ public:
         for (auto& w : weight) w = normal(rng);
     }
 
+    /// An embedding holding @p table [vocab, dim] (a loaded model's; no random draw).
+    static embedding from_table(tensor table) {
+        detail::require(table.dimension() == 2 && table.size() > 0, "embedding: expected a [vocab, dim] table, got ",
+                        detail::shape_string(table.shape()));
+        embedding e;
+        e.vocab_ = table.shape()[0];
+        e.dim_ = table.shape()[1];
+        e.weight = std::move(table);
+        return e;
+    }
+
     tensor forward(const tensor& ids) {
         ids_.resize(ids.size());
         const float* in = ids.data();
@@ -7156,13 +7182,15 @@ public:
     tensor weight, weight_grad;
 
 private:
+    embedding() = default;
+
     std::size_t to_id(float v, std::size_t where) const {
         detail::require(v >= 0.0f && v < float(vocab_) && v == std::floor(v), "embedding: token id ", v,
                         " at position ", where, " is not a whole number in [0, ", vocab_, ")");
         return std::size_t(v);
     }
 
-    std::size_t vocab_, dim_;
+    std::size_t vocab_ = 0, dim_ = 0;
     std::vector<std::size_t> ids_;
     shape_t input_shape_;
 };
@@ -7180,6 +7208,17 @@ public:
         std::normal_distribution<float> normal(0.0f, init_std);
         auto& rng = global_rng();
         for (auto& w : weight) w = normal(rng);
+    }
+
+    /// Positions holding @p table [context, dim] (a loaded model's; no random draw).
+    static learned_positions from_table(tensor table) {
+        detail::require(table.dimension() == 2 && table.size() > 0,
+                        "learned_positions: expected a [context, dim] table, got ", detail::shape_string(table.shape()));
+        learned_positions p;
+        p.context_ = table.shape()[0];
+        p.dim_ = table.shape()[1];
+        p.weight = std::move(table);
+        return p;
     }
 
     tensor forward(const tensor& x) { return forward(x, 0); }
@@ -7234,7 +7273,9 @@ public:
     tensor weight, weight_grad;
 
 private:
-    std::size_t context_, dim_;
+    learned_positions() = default;
+
+    std::size_t context_ = 0, dim_ = 0;
     std::size_t T_ = 0, offset_ = 0;
 };
 
@@ -7432,10 +7473,13 @@ template <class Policy, int ActBits = 8>
 class causal_self_attention {
 public:
     using policy = Policy;
+    /// False for the frozen instantiation (tern::frozen<P>): forward only, no training state.
+    static constexpr bool trainable = trainable_policy<Policy>;
     template <class T>
     using transform = causal_self_attention<typename T::template apply<Policy>, ActBits>;
 
     causal_self_attention(std::size_t d_model, std::size_t heads, attention_options options = {})
+        requires trainable
         : q_(d_model, d_model, false), k_(d_model, d_model, false), v_(d_model, d_model, false),
           o_(d_model, d_model, false), d_(d_model), heads_(heads), opt_(options) {
         detail::require(heads > 0 && d_model % heads == 0, "causal_self_attention: d_model ", d_model,
@@ -7452,23 +7496,36 @@ public:
 
     tensor forward(const tensor& x) {
         check_input(x);
-        const std::size_t B = x.shape()[0], T = x.shape()[1];
-        q_act_ = q_.forward(x);
-        k_act_ = k_.forward(x);
-        v_act_ = v_.forward(x);
-        if (opt_.rotary) {
-            rotate(q_act_.data(), B, T, 0, false);
-            rotate(k_act_.data(), B, T, 0, false);
+        if constexpr (trainable) {
+            B_ = x.shape()[0];
+            T_ = x.shape()[1];
+            return attend(x, q_act_, k_act_, v_act_, probs_);
+        } else {
+            tensor q, k, v;
+            std::vector<float> probs;
+            return attend(x, q, k, v, probs);
         }
-        B_ = B;
-        T_ = T;
-        probs_.resize(B * heads_ * T * T);
+    }
+
+private:
+    /// The whole-sequence forward; @p q, @p k, @p v (after rotation) and @p probs [B * heads, T, T]
+    /// are what backward needs (members in training, locals when frozen).
+    tensor attend(const tensor& x, tensor& q, tensor& k, tensor& v, std::vector<float>& probs) {
+        const std::size_t B = x.shape()[0], T = x.shape()[1];
+        q_.forward(x, q);
+        k_.forward(x, k);
+        v_.forward(x, v);
+        if (opt_.rotary) {
+            rotate(q.data(), B, T, 0, false);
+            rotate(k.data(), B, T, 0, false);
+        }
+        probs.resize(B * heads_ * T * T);
         tensor ctx(shape_t{B, T, d_});
         const std::size_t hd = head_dim(), D = d_;
         const float scale = 1.0f / std::sqrt(float(hd));
-        const float *Q = q_act_.data(), *K = k_act_.data(), *V = v_act_.data();
+        const float *Q = q.data(), *K = k.data(), *V = v.data();
         float* C = ctx.data();
-        float* P = probs_.data();
+        float* P = probs.data();
         parallel_for(
             B * heads_,
             [&](std::size_t lo, std::size_t hi) {
@@ -7484,7 +7541,10 @@ public:
         return o_.forward(ctx);
     }
 
-    tensor backward(const tensor& grad_output) {
+public:
+    tensor backward(const tensor& grad_output)
+        requires trainable
+    {
         const tensor dctx = o_.backward(grad_output);
         const std::size_t B = B_, T = T_, hd = head_dim(), D = d_;
         tensor dq(shape_t{B, T, D}), dk(shape_t{B, T, D}), dv(shape_t{B, T, D});
@@ -7560,13 +7620,17 @@ public:
         return o_.forward(ctx);
     }
 
-    void collect_parameters(parameter_list& out, const std::string& prefix) {
+    void collect_parameters(parameter_list& out, const std::string& prefix)
+        requires trainable
+    {
         q_.collect_parameters(out, prefix + "q.");
         k_.collect_parameters(out, prefix + "k.");
         v_.collect_parameters(out, prefix + "v.");
         o_.collect_parameters(out, prefix + "o.");
     }
-    void set_quant_strength(float lambda) {
+    void set_quant_strength(float lambda)
+        requires trainable
+    {
         q_.set_quant_strength(lambda);
         k_.set_quant_strength(lambda);
         v_.set_quant_strength(lambda);
@@ -7579,6 +7643,45 @@ public:
                ",v=" + v_.describe() + ",o=" + o_.describe() + ")";
     }
 
+    /// Frozen: the projections' tensors under "q.", "k.", "v.", "o.".
+    void save(layer_writer& w) const
+        requires(!trainable)
+    {
+        for (const auto& [name, l] : projections()) {
+            layer_writer sub = w.nested(name);
+            l->save(sub);
+        }
+    }
+    /// Frozen: what save() wrote, for a d_model-wide layer with @p heads heads.
+    static causal_self_attention load(const layer_reader& r, std::size_t d_model, std::size_t heads,
+                                      attention_options options)
+        requires(!trainable)
+    {
+        detail::require(heads > 0 && d_model % heads == 0 && (!options.rotary || (d_model / heads) % 2 == 0),
+                        "causal_self_attention: ", heads, " heads do not divide d_model ", d_model,
+                        options.rotary ? " into an even head dimension" : "");
+        using L = linear<Policy, ActBits>;
+        return causal_self_attention(L::load(r.sub("q"), d_model, d_model, false),
+                                     L::load(r.sub("k"), d_model, d_model, false),
+                                     L::load(r.sub("v"), d_model, d_model, false),
+                                     L::load(r.sub("o"), d_model, d_model, false), d_model, heads, options);
+    }
+    std::size_t parameter_bytes() const
+        requires(!trainable)
+    {
+        return q_.parameter_bytes() + k_.parameter_bytes() + v_.parameter_bytes() + o_.parameter_bytes();
+    }
+    std::size_t packed_weights() const
+        requires(!trainable)
+    {
+        return q_.packed_weights() + k_.packed_weights() + v_.packed_weights() + o_.packed_weights();
+    }
+    std::size_t packed_bytes() const
+        requires(!trainable)
+    {
+        return q_.packed_bytes() + k_.packed_bytes() + v_.packed_bytes() + o_.packed_bytes();
+    }
+
     std::size_t d_model() const { return d_; }
     std::size_t heads() const { return heads_; }
     std::size_t head_dim() const { return d_ / heads_; }
@@ -7589,6 +7692,15 @@ public:
     const linear<Policy, ActBits>& o_proj() const { return o_; }
 
 private:
+    causal_self_attention(linear<Policy, ActBits> q, linear<Policy, ActBits> k, linear<Policy, ActBits> v,
+                          linear<Policy, ActBits> o, std::size_t d_model, std::size_t heads, attention_options options)
+        : q_(std::move(q)), k_(std::move(k)), v_(std::move(v)), o_(std::move(o)), d_(d_model), heads_(heads),
+          opt_(options) {}
+
+    std::vector<std::pair<const char*, const linear<Policy, ActBits>*>> projections() const {
+        return {{"q", &q_}, {"k", &k_}, {"v", &v_}, {"o", &o_}};
+    }
+
     void check_input(const tensor& x) const {
         detail::require(x.dimension() == 3 && x.shape()[2] == d_ && x.shape()[1] > 0,
                         "causal_self_attention: expected input [batch, tokens, ", d_, "], got shape ",
@@ -7630,9 +7742,10 @@ private:
     linear<Policy, ActBits> q_, k_, v_, o_;
     std::size_t d_, heads_;
     attention_options opt_;
-    std::size_t B_ = 0, T_ = 0;
-    tensor q_act_, k_act_, v_act_;  // after rotation: what the products used
-    std::vector<float> probs_;      // [B * heads, T, T]
+    // What backward needs (training only): q, k, v after rotation, and the probabilities [B * heads, T, T].
+    [[no_unique_address]] training_only<Policy, std::size_t> B_{}, T_{};
+    [[no_unique_address]] training_only<Policy, tensor> q_act_{}, k_act_{}, v_act_{};
+    [[no_unique_address]] training_only<Policy, std::vector<float>> probs_{};
     std::vector<float> rope_cos_, rope_sin_;
     std::size_t rope_positions_ = 0;
 };
@@ -7767,10 +7880,13 @@ template <class Policy, int ActBits = 8>
 class mlp_block {
 public:
     using policy = Policy;
+    /// False for the frozen instantiation (tern::frozen<P>): forward only, no training state.
+    static constexpr bool trainable = trainable_policy<Policy>;
     template <class T>
     using transform = mlp_block<typename T::template apply<Policy>, ActBits>;
 
     mlp_block(std::size_t d_model, std::size_t hidden, mlp_kind kind = mlp_kind::gelu)
+        requires trainable
         : kind_(kind), up_(d_model, hidden, false), down_(hidden, d_model, false) {
         if (kind == mlp_kind::swiglu) gate_.emplace(d_model, hidden, false);
     }
@@ -7781,32 +7897,42 @@ public:
         if (other.gate_proj()) gate_.emplace(*other.gate_proj());
     }
 
-    tensor forward(const tensor& x) {
-        tensor h = up_.forward(x);
-        const std::size_t n = h.size();
-        tensor a(detail::to_shape(h.shape()));
-        d1_.resize(n);
-        float* av = a.data();
-        float* d1 = d1_.data();
+    void forward(const tensor& x, tensor& y) {
+        // h = up(x); a = gelu(h) or silu(gate(x)) * h; y = down(a). The derivatives (d1, silu)
+        // are kept for backward in training; frozen, scratch_ holds them.
+        up_.forward(x, h_);
+        const std::size_t n = h_.size();
+        detail::shape_like(a_, h_, h_.shape().back());
+        std::vector<float>& d1v = derivative_buffer();
+        d1v.resize(n);
+        float* av = a_.data();
+        float* d1 = d1v.data();
         if (kind_ == mlp_kind::gelu) {
-            const float* hv = h.data();
+            const float* hv = h_.data();
             detail::elementwise_parallel(n, [&](std::size_t lo, std::size_t hi) {
                 detail::gelu_forward(hv + lo, av + lo, d1 + lo, hi - lo);
             });
         } else {
-            const tensor g = gate_->forward(x);
-            up_out_ = std::move(h);
-            silu_.resize(n);
-            const float *gv = g.data(), *uv = up_out_.data();
-            float* sv = silu_.data();
+            gate_->forward(x, g_);
+            std::vector<float>& sil = silu_buffer();
+            sil.resize(n);
+            const float *gv = g_.data(), *uv = h_.data();
+            float* sv = sil.data();
             detail::elementwise_parallel(n, [&](std::size_t lo, std::size_t hi) {
                 detail::swiglu_forward(gv + lo, uv + lo, sv + lo, d1 + lo, av + lo, hi - lo);
             });
         }
-        return down_.forward(a);
+        down_.forward(a_, y);
+    }
+    tensor forward(const tensor& x) {
+        tensor y;
+        forward(x, y);
+        return y;
     }
 
-    tensor backward(const tensor& grad_output) {
+    tensor backward(const tensor& grad_output)
+        requires trainable
+    {
         tensor da = down_.backward(grad_output);
         const std::size_t n = da.size();
         float* dav = da.data();
@@ -7819,7 +7945,7 @@ public:
         }
         tensor dg(detail::to_shape(da.shape()));
         float* dgv = dg.data();
-        const float *sv = silu_.data(), *uv = up_out_.data();
+        const float *sv = silu_.data(), *uv = h_.data();
         detail::elementwise_parallel(n, [&](std::size_t lo, std::size_t hi) {
             for (std::size_t i = lo; i < hi; ++i) {
                 dgv[i] = dav[i] * uv[i] * d1[i];
@@ -7834,12 +7960,16 @@ public:
         return dx;
     }
 
-    void collect_parameters(parameter_list& out, const std::string& prefix) {
+    void collect_parameters(parameter_list& out, const std::string& prefix)
+        requires trainable
+    {
         if (gate_) gate_->collect_parameters(out, prefix + "gate.");
         up_.collect_parameters(out, prefix + "up.");
         down_.collect_parameters(out, prefix + "down.");
     }
-    void set_quant_strength(float lambda) {
+    void set_quant_strength(float lambda)
+        requires trainable
+    {
         if (gate_) gate_->set_quant_strength(lambda);
         up_.set_quant_strength(lambda);
         down_.set_quant_strength(lambda);
@@ -7850,17 +7980,70 @@ public:
                ",up=" + up_.describe() + ",down=" + down_.describe() + ")";
     }
 
+    /// Frozen: the projections' tensors under "gate." (swiglu), "up.", "down.".
+    void save(layer_writer& w) const
+        requires(!trainable)
+    {
+        const auto put = [&](const char* name, const linear<Policy, ActBits>& l) {
+            layer_writer sub = w.nested(name);
+            l.save(sub);
+        };
+        if (gate_) put("gate", *gate_);
+        put("up", up_);
+        put("down", down_);
+    }
+    /// Frozen: what save() wrote, for a d_model -> hidden -> d_model block of kind @p kind.
+    static mlp_block load(const layer_reader& r, std::size_t d_model, std::size_t hidden, mlp_kind kind)
+        requires(!trainable)
+    {
+        using L = linear<Policy, ActBits>;
+        mlp_block m(kind, L::load(r.sub("up"), d_model, hidden, false), L::load(r.sub("down"), hidden, d_model, false));
+        if (kind == mlp_kind::swiglu) m.gate_.emplace(L::load(r.sub("gate"), d_model, hidden, false));
+        return m;
+    }
+    std::size_t parameter_bytes() const
+        requires(!trainable)
+    {
+        return up_.parameter_bytes() + down_.parameter_bytes() + (gate_ ? gate_->parameter_bytes() : 0);
+    }
+    std::size_t packed_weights() const
+        requires(!trainable)
+    {
+        return up_.packed_weights() + down_.packed_weights() + (gate_ ? gate_->packed_weights() : 0);
+    }
+    std::size_t packed_bytes() const
+        requires(!trainable)
+    {
+        return up_.packed_bytes() + down_.packed_bytes() + (gate_ ? gate_->packed_bytes() : 0);
+    }
+
     mlp_kind kind() const { return kind_; }
+    std::size_t hidden() const { return up_.out_features(); }
     const linear<Policy, ActBits>& up_proj() const { return up_; }
     const linear<Policy, ActBits>& down_proj() const { return down_; }
     const std::optional<linear<Policy, ActBits>>& gate_proj() const { return gate_; }
 
 private:
+    mlp_block(mlp_kind kind, linear<Policy, ActBits> up, linear<Policy, ActBits> down)
+        : kind_(kind), up_(std::move(up)), down_(std::move(down)) {}
+
+    std::vector<float>& derivative_buffer() {
+        if constexpr (trainable) return d1_;
+        else return scratch_;
+    }
+    std::vector<float>& silu_buffer() {
+        if constexpr (trainable) return silu_;
+        else return scratch2_;
+    }
+
     mlp_kind kind_;
     linear<Policy, ActBits> up_, down_;
     std::optional<linear<Policy, ActBits>> gate_;
-    std::vector<float> d1_, silu_;  // gelu'(h) or silu'(gate); silu(gate)
-    tensor up_out_;
+    tensor h_, a_, g_;  // up(x), the activation, gate(x): reused buffers (h_ is read by backward)
+    // What backward needs (training only): gelu'(h) or silu'(gate), and silu(gate).
+    [[no_unique_address]] training_only<Policy, std::vector<float>> d1_{}, silu_{};
+    // The frozen instantiation's scratch for the same values (nobody reads them afterwards).
+    [[no_unique_address]] std::conditional_t<trainable, detail::empty, std::vector<float>> scratch_{}, scratch2_{};
 };
 
 }  // namespace tern
@@ -7910,6 +8093,16 @@ public:
     std::string describe() const {
         return std::visit([](const auto& n) { return n.describe(); }, norm_);
     }
+    norm_kind kind() const { return std::holds_alternative<rms_norm>(norm_) ? norm_kind::rms : norm_kind::layer; }
+    void save(layer_writer& w) const {
+        std::visit([&](const auto& n) { n.save(w); }, norm_);
+    }
+    void load_parameters(const layer_reader& r) {
+        std::visit([&](auto& n) { n.load_parameters(r); }, norm_);
+    }
+    std::size_t parameter_bytes() const {
+        return std::visit([](const auto& n) { return n.parameter_bytes(); }, norm_);
+    }
     /// Calls @p fn with the norm inside (an rms_norm or a layer_norm).
     template <class Fn>
     decltype(auto) visit(Fn&& fn) const {
@@ -7938,10 +8131,13 @@ template <class Policy, int ActBits = 8>
 class decoder_block {
 public:
     using policy = Policy;
+    /// False for the frozen instantiation (tern::frozen<P>): forward only, no training state.
+    static constexpr bool trainable = trainable_policy<Policy>;
     template <class T>
     using transform = decoder_block<typename T::template apply<Policy>, ActBits>;
 
     explicit decoder_block(const block_options& o)
+        requires trainable
         : opt_(normalized(o)), norm1_(o.norm, o.d_model), attn_(o.d_model, o.heads, {.rotary = o.rotary}),
           norm2_(o.norm, o.d_model), mlp_(o.d_model, opt_.mlp_hidden, o.mlp) {}
 
@@ -7967,7 +8163,9 @@ public:
         return y;
     }
 
-    tensor backward(const tensor& grad_output) {
+    tensor backward(const tensor& grad_output)
+        requires trainable
+    {
         tensor dh = norm2_.backward(mlp_.backward(grad_output));
         add_into(dh, grad_output);
         tensor dx = norm1_.backward(attn_.backward(dh));
@@ -7975,15 +8173,57 @@ public:
         return dx;
     }
 
-    void collect_parameters(parameter_list& out, const std::string& prefix) {
+    void collect_parameters(parameter_list& out, const std::string& prefix)
+        requires trainable
+    {
         norm1_.collect_parameters(out, prefix + "norm1.");
         attn_.collect_parameters(out, prefix + "attn.");
         norm2_.collect_parameters(out, prefix + "norm2.");
         mlp_.collect_parameters(out, prefix + "mlp.");
     }
-    void set_quant_strength(float lambda) {
+    void set_quant_strength(float lambda)
+        requires trainable
+    {
         attn_.set_quant_strength(lambda);
         mlp_.set_quant_strength(lambda);
+    }
+
+    /// Frozen: the parts' tensors under "norm1.", "attn.", "norm2.", "mlp." (as the parameters).
+    void save(layer_writer& w) const
+        requires(!trainable)
+    {
+        layer_writer n1 = w.nested("norm1"), a = w.nested("attn"), n2 = w.nested("norm2"), m = w.nested("mlp");
+        norm1_.save(n1);
+        attn_.save(a);
+        norm2_.save(n2);
+        mlp_.save(m);
+    }
+    /// Frozen: what save() wrote, for a block of shape @p o (mlp_hidden resolved).
+    static decoder_block load(const layer_reader& r, const block_options& o)
+        requires(!trainable)
+    {
+        any_norm n1(o.norm, o.d_model), n2(o.norm, o.d_model);
+        n1.load_parameters(r.sub("norm1"));
+        n2.load_parameters(r.sub("norm2"));
+        return decoder_block(
+            o, std::move(n1),
+            causal_self_attention<Policy, ActBits>::load(r.sub("attn"), o.d_model, o.heads, {.rotary = o.rotary}),
+            std::move(n2), mlp_block<Policy, ActBits>::load(r.sub("mlp"), o.d_model, o.mlp_hidden, o.mlp));
+    }
+    std::size_t parameter_bytes() const
+        requires(!trainable)
+    {
+        return norm1_.parameter_bytes() + attn_.parameter_bytes() + norm2_.parameter_bytes() + mlp_.parameter_bytes();
+    }
+    std::size_t packed_weights() const
+        requires(!trainable)
+    {
+        return attn_.packed_weights() + mlp_.packed_weights();
+    }
+    std::size_t packed_bytes() const
+        requires(!trainable)
+    {
+        return attn_.packed_bytes() + mlp_.packed_bytes();
     }
 
     std::string describe() const {
@@ -7998,6 +8238,10 @@ public:
     const mlp_block<Policy, ActBits>& mlp() const { return mlp_; }
 
 private:
+    decoder_block(const block_options& o, any_norm n1, causal_self_attention<Policy, ActBits> attn, any_norm n2,
+                  mlp_block<Policy, ActBits> mlp)
+        : opt_(o), norm1_(std::move(n1)), attn_(std::move(attn)), norm2_(std::move(n2)), mlp_(std::move(mlp)) {}
+
     static block_options normalized(block_options o) {
         if (o.mlp_hidden == 0) o.mlp_hidden = 4 * o.d_model;
         return o;
@@ -8057,6 +8301,51 @@ inline int sample_token(const float* logits, std::size_t vocab, const sample_opt
     return cand[pick(rng)].second;
 }
 
+namespace detail {
+
+/// The generation loop of every language model (decoder_lm::generate, tern::generate_tokens on a
+/// run-time model): @p model follows the incremental protocol (begin_sequence(batch, capacity),
+/// forward(ids [1, t]) -> logits [1, t, vocab] continuing the sequence, end_sequence()). When the
+/// context fills up, the cache is rebuilt from the last context / 2 tokens.
+template <class Model>
+std::vector<int> generate_with(Model& model, std::size_t context, const std::vector<int>& prompt, std::size_t count,
+                               const sample_options& options, const std::function<void(int)>& on_token) {
+    require(!prompt.empty(), "generate: expected a non-empty prompt");
+    std::mt19937_64 rng(options.seed);
+    std::vector<int> seq = prompt, out;
+    std::size_t cached = 0;
+    tensor ids;
+    const auto prefill = [&](std::size_t keep) {
+        model.begin_sequence(1, context);
+        const std::size_t start = seq.size() - std::min(seq.size(), keep);
+        ids.resize({1, seq.size() - start});
+        for (std::size_t i = start; i < seq.size(); ++i) ids.data()[i - start] = float(seq[i]);
+        cached = seq.size() - start;
+        return tensor(model.forward(ids));
+    };
+    tensor logits = prefill(context);
+    for (std::size_t n = 0; n < count; ++n) {
+        const std::size_t vocab = logits.shape().back(), rows = logits.size() / vocab;
+        const int next = sample_token(logits.data() + (rows - 1) * vocab, vocab, options, rng);
+        seq.push_back(next);
+        out.push_back(next);
+        if (on_token) on_token(next);
+        if (n + 1 == count) break;
+        if (cached >= context) {
+            logits = prefill(std::max<std::size_t>(1, context / 2));
+        } else {
+            ids.resize({1, 1});
+            ids.data()[0] = float(next);
+            ++cached;
+            logits = model.forward(ids);
+        }
+    }
+    model.end_sequence();
+    return out;
+}
+
+}  // namespace detail
+
 /// @brief Decoder-only transformer LM: token embedding (+ learned positions), pre-norm
 /// decoder blocks, a final norm and a head to vocabulary logits.
 ///
@@ -8072,19 +8361,18 @@ class decoder_lm {
 public:
     using policy = Policy;
     static constexpr int activation_bits = ActBits;
+    /// False for the frozen instantiation (tern::frozen<P>): forward only, no training state.
+    static constexpr bool trainable = trainable_policy<Policy>;
     template <class T>
     using transform = decoder_lm<typename T::template apply<Policy>, ActBits>;
-    using full_precision_head = pinned<linear<fp32>>;
+    /// The full-precision head: pinned to fp32 in training, frozen fp32 in a frozen model.
+    using full_precision_head = std::conditional_t<trainable, pinned<linear<fp32>>, linear<frozen<fp32>>>;
 
     explicit decoder_lm(const lm_config& c)
+        requires trainable
         : cfg_(checked(c)), tok_(c.vocab, c.d_model), norm_(c.norm, c.d_model) {
         if (c.positions == position_kind::learned) pos_.emplace(c.context, c.d_model);
-        const block_options bo{.d_model = c.d_model,
-                               .heads = c.heads,
-                               .mlp_hidden = c.mlp_hidden,
-                               .mlp = c.mlp,
-                               .norm = c.norm,
-                               .rotary = c.positions == position_kind::rotary};
+        const block_options bo = block_shape(c);
         blocks_.reserve(c.layers);
         for (std::size_t i = 0; i < c.layers; ++i) blocks_.emplace_back(bo);
         if (c.quantized_head) head_q_.emplace(c.d_model, c.vocab, false);
@@ -8094,13 +8382,16 @@ public:
     /// The same model in another policy: every parameter copied exactly (continual QAT).
     template <class Q, int B>
     explicit decoder_lm(const decoder_lm<Q, B>& other)
-        : cfg_(other.config()), tok_(other.token_embedding()), pos_(other.positions()), norm_(other.final_norm()),
+        : cfg_(other.settings()), tok_(other.token_embedding()), pos_(other.positions()), norm_(other.final_norm()),
           head_fp_(other.head_fp()) {
         for (const auto& b : other.blocks()) blocks_.emplace_back(b);
         if (other.head_quantized()) head_q_.emplace(*other.head_quantized());
     }
 
+    /// Logits [B, T, vocab] of ids [B, T]; between begin_sequence() and end_sequence(), the next
+    /// tokens of the sequences begun (forward_cached).
     tensor forward(const tensor& ids) {
+        if (incremental_) return forward_cached(ids);
         check_ids(ids, cfg_.context);
         tensor x = tok_.forward(ids);
         if (pos_) x = pos_->forward(x);
@@ -8108,7 +8399,9 @@ public:
         return head_forward(norm_.forward(x));
     }
 
-    tensor backward(const tensor& grad_logits) {
+    tensor backward(const tensor& grad_logits)
+        requires trainable
+    {
         tensor g = norm_.backward(head_fp_ ? head_fp_->backward(grad_logits) : head_q_->backward(grad_logits));
         for (std::size_t i = blocks_.size(); i-- > 0;) g = blocks_[i].backward(g);
         if (pos_) g = pos_->backward(g);
@@ -8137,46 +8430,149 @@ public:
         return head_forward(norm_.forward(x));
     }
 
+    /// Starts incremental inference: until end_sequence(), forward() continues @p batch sequences
+    /// of up to @p capacity tokens (at most the context) with the key/value caches.
+    void begin_sequence(std::size_t batch, std::size_t capacity) {
+        detail::require(capacity <= cfg_.context, "decoder_lm: a sequence of ", capacity,
+                        " tokens exceeds the context (", cfg_.context, ")");
+        reset_cache(batch);
+        incremental_ = true;
+    }
+    /// Leaves incremental inference and frees the caches.
+    void end_sequence() {
+        incremental_ = false;
+        caches_.clear();
+    }
+
     /// Continues @p prompt by @p count sampled tokens using the KV cache; calls @p on_token with each.
     /// When the context fills up, the cache is rebuilt from the last context / 2 tokens.
     /// @throws tern::error for an empty prompt or ids outside the vocabulary.
     std::vector<int> generate(const std::vector<int>& prompt, std::size_t count, const sample_options& options = {},
                               const std::function<void(int)>& on_token = {}) {
-        detail::require(!prompt.empty(), "decoder_lm::generate: expected a non-empty prompt");
-        std::mt19937_64 rng(options.seed);
-        std::vector<int> seq = prompt, out;
-        const auto prefill = [&](std::size_t keep) {
-            reset_cache(1);
-            const std::size_t start = seq.size() - std::min(seq.size(), keep);
-            tensor ids(shape_t{1, seq.size() - start});
-            for (std::size_t i = start; i < seq.size(); ++i) ids.data()[i - start] = float(seq[i]);
-            return forward_cached(ids);
-        };
-        tensor logits = prefill(cfg_.context);
-        for (std::size_t n = 0; n < count; ++n) {
-            const std::size_t rows = logits.size() / cfg_.vocab;
-            const int next = sample_token(logits.data() + (rows - 1) * cfg_.vocab, cfg_.vocab, options, rng);
-            seq.push_back(next);
-            out.push_back(next);
-            if (on_token) on_token(next);
-            if (n + 1 == count) break;
-            if (cached_length() >= cfg_.context) {
-                logits = prefill(std::max<std::size_t>(1, cfg_.context / 2));
-            } else {
-                tensor one(shape_t{1, 1});
-                one.data()[0] = float(next);
-                logits = forward_cached(one);
-            }
-        }
-        return out;
+        return detail::generate_with(*this, cfg_.context, prompt, count, options, on_token);
     }
 
-    parameter_list parameters() {
+    /// @name Saving and loading the frozen model (see io/layer_io.hpp)
+    /// @{
+    static constexpr const char* kind() { return "decoder_lm"; }
+    /// Sizes, kinds (norm, mlp, positions), the head's precision, eps and the rotary base, the
+    /// policy and activation bits: everything the tensors do not say.
+    nlohmann::json config() const {
+        nlohmann::json c = {{"kind", kind()},
+                            {"vocab", cfg_.vocab},
+                            {"d_model", cfg_.d_model},
+                            {"layers", cfg_.layers},
+                            {"heads", cfg_.heads},
+                            {"context", cfg_.context},
+                            {"hidden", blocks_.empty() ? std::size_t(0) : blocks_[0].mlp().hidden()},
+                            {"mlp", mlp_kind_name(cfg_.mlp)},
+                            {"norm", cfg_.norm == norm_kind::rms ? "rms_norm" : "layer_norm"},
+                            {"norm_eps", norm_eps},
+                            {"positions", cfg_.positions == position_kind::learned ? "learned" : "rotary"},
+                            {"rotary_base", attention_options{}.rotary_base},
+                            {"quantized_head", cfg_.quantized_head},
+                            {"policy", std::string(Policy::name)},
+                            {"activation_bits", ActBits}};
+        return c;
+    }
+    /// Tensors named as the parameters: "tok.weight", "pos.weight", "blocks.<i>.<...>", "norm.<...>",
+    /// "head.<...>" (packed projections as linear saves them).
+    void save(layer_writer& w) const
+        requires(!trainable)
+    {
+        w.put("tok.weight", tok_.weight);
+        if (pos_) w.put("pos.weight", pos_->weight);
+        for (std::size_t i = 0; i < blocks_.size(); ++i) {
+            layer_writer bw = w.nested("blocks").nested(std::to_string(i));
+            blocks_[i].save(bw);
+        }
+        layer_writer nw = w.nested("norm"), hw = w.nested("head");
+        norm_.save(nw);
+        if (head_fp_) head_fp_->save(hw);
+        else head_q_->save(hw);
+    }
+    /// Rebuilds the frozen model from its configuration and tensors, checking every field.
+    static decoder_lm load(const layer_reader& r)
+        requires(!trainable)
+    {
+        lm_config c;
+        c.vocab = r.size_field("vocab", 1, std::size_t{1} << 24);
+        c.d_model = r.size_field("d_model", 1, std::size_t{1} << 16);
+        c.layers = r.size_field("layers", 1, 4096);
+        c.heads = r.size_field("heads", 1, c.d_model);
+        c.context = r.size_field("context", 1, std::size_t{1} << 20);
+        c.mlp_hidden = r.size_field("hidden", 1, std::size_t{1} << 18);
+        const std::string mlp = r.string_field("mlp"), norm = r.string_field("norm"),
+                          positions = r.string_field("positions");
+        if (mlp != "gelu" && mlp != "swiglu") r.fail("field 'mlp': expected \"gelu\" or \"swiglu\", found \"", mlp.substr(0, 40), "\"");
+        if (norm != "rms_norm" && norm != "layer_norm")
+            r.fail("field 'norm': expected \"rms_norm\" or \"layer_norm\", found \"", norm.substr(0, 40), "\"");
+        if (positions != "learned" && positions != "rotary")
+            r.fail("field 'positions': expected \"learned\" or \"rotary\", found \"", positions.substr(0, 40), "\"");
+        c.mlp = mlp == "gelu" ? mlp_kind::gelu : mlp_kind::swiglu;
+        c.norm = norm == "rms_norm" ? norm_kind::rms : norm_kind::layer;
+        c.positions = positions == "learned" ? position_kind::learned : position_kind::rotary;
+        c.quantized_head = r.bool_field("quantized_head");
+        if (r.number_field("norm_eps") != double(norm_eps))
+            r.fail("field 'norm_eps': this tern's norms use ", norm_eps, ", found ", r.number_field("norm_eps"));
+        if (r.number_field("rotary_base") != double(attention_options{}.rotary_base))
+            r.fail("field 'rotary_base': this tern uses ", attention_options{}.rotary_base, ", found ",
+                   r.number_field("rotary_base"));
+        try {
+            c = checked(c);
+        } catch (const error& e) {
+            r.fail(e.what());
+        }
+        decoder_lm m(c, embedding::from_table(r.f32("tok.weight", {c.vocab, c.d_model})));
+        if (c.positions == position_kind::learned)
+            m.pos_.emplace(learned_positions::from_table(r.f32("pos.weight", {c.context, c.d_model})));
+        const block_options bo = block_shape(c);
+        for (std::size_t i = 0; i < c.layers; ++i)
+            m.blocks_.push_back(decoder_block<Policy, ActBits>::load(r.sub("blocks." + std::to_string(i)), bo));
+        m.norm_.load_parameters(r.sub("norm"));
+        if (c.quantized_head) m.head_q_.emplace(linear<Policy, ActBits>::load(r.sub("head"), c.d_model, c.vocab, false));
+        else m.head_fp_.emplace(full_precision_head::load(r.sub("head"), c.d_model, c.vocab, false));
+        return m;
+    }
+    /// Input: token ids; output: logits over the vocabulary.
+    feature_info propagate(feature_info, const std::string&) const { return {cfg_.vocab, 0}; }
+    std::size_t parameter_bytes() const
+        requires(!trainable)
+    {
+        std::size_t n = (tok_.weight.size() + (pos_ ? pos_->weight.size() : 0)) * sizeof(float) + norm_.parameter_bytes();
+        for (const auto& b : blocks_) n += b.parameter_bytes();
+        return n + (head_fp_ ? head_fp_->parameter_bytes() : head_q_->parameter_bytes());
+    }
+    std::size_t packed_weights() const
+        requires(!trainable)
+    {
+        std::size_t n = head_q_ ? head_q_->packed_weights() : 0;
+        for (const auto& b : blocks_) n += b.packed_weights();
+        return n;
+    }
+    std::size_t packed_bytes() const
+        requires(!trainable)
+    {
+        std::size_t n = head_q_ ? head_q_->packed_bytes() : 0;
+        for (const auto& b : blocks_) n += b.packed_bytes();
+        return n;
+    }
+    /// @}
+
+    /// The eps of every norm of the model (PyTorch's default).
+    static constexpr float norm_eps = 1e-5f;
+
+public:
+    parameter_list parameters()
+        requires trainable
+    {
         parameter_list out;
         collect_parameters(out, "");
         return out;
     }
-    void collect_parameters(parameter_list& out, const std::string& prefix) {
+    void collect_parameters(parameter_list& out, const std::string& prefix)
+        requires trainable
+    {
         tok_.collect_parameters(out, prefix + "tok.");
         if (pos_) pos_->collect_parameters(out, prefix + "pos.");
         for (std::size_t i = 0; i < blocks_.size(); ++i)
@@ -8185,9 +8581,15 @@ public:
         if (head_fp_) head_fp_->collect_parameters(out, prefix + "head.");
         else head_q_->collect_parameters(out, prefix + "head.");
     }
-    void zero_grad() { zero_gradients(parameters()); }
+    void zero_grad()
+        requires trainable
+    {
+        zero_gradients(parameters());
+    }
     void set_training(bool) {}  // no dropout: the same computation in training and evaluation
-    void set_quant_strength(float lambda) {
+    void set_quant_strength(float lambda)
+        requires trainable
+    {
         for (auto& b : blocks_) b.set_quant_strength(lambda);
         if (head_q_) head_q_->set_quant_strength(lambda);
     }
@@ -8207,7 +8609,8 @@ public:
         return s;
     }
 
-    const lm_config& config() const { return cfg_; }
+    /// The sizes and kinds the model was built with.
+    const lm_config& settings() const { return cfg_; }
     const embedding& token_embedding() const { return tok_; }
     const std::optional<learned_positions>& positions() const { return pos_; }
     const std::vector<decoder_block<Policy, ActBits>>& blocks() const { return blocks_; }
@@ -8217,6 +8620,18 @@ public:
     const std::optional<linear<Policy, ActBits>>& head_quantized() const { return head_q_; }
 
 private:
+    /// For load: the configuration and token table; the rest is filled in.
+    decoder_lm(const lm_config& c, embedding tok) : cfg_(c), tok_(std::move(tok)), norm_(c.norm, c.d_model) {}
+
+    static block_options block_shape(const lm_config& c) {
+        return {.d_model = c.d_model,
+                .heads = c.heads,
+                .mlp_hidden = c.mlp_hidden ? c.mlp_hidden : 4 * c.d_model,
+                .mlp = c.mlp,
+                .norm = c.norm,
+                .rotary = c.positions == position_kind::rotary};
+    }
+
     static lm_config checked(lm_config c) {
         detail::require(c.vocab > 0 && c.d_model > 0 && c.layers > 0 && c.context > 0,
                         "decoder_lm: expected positive vocab, d_model, layers and context");
@@ -8243,6 +8658,7 @@ private:
     std::optional<full_precision_head> head_fp_;
     std::optional<linear<Policy, ActBits>> head_q_;
     std::vector<kv_cache> caches_;
+    bool incremental_ = false;
 };
 
 }  // namespace tern
@@ -9785,531 +10201,39 @@ frozen_layer_t<Model> freeze(const Model& model) {
 #include <type_traits>
 #include <utility>
 
-// ----- begin tern/deploy/frozen_lm.hpp -----
-/// @file deploy/frozen_lm.hpp
-/// @brief Inference layers of the decoder-only language model (tern::decoder_lm): token embedding
-/// (+ learned positions) and the pre-norm decoder block with packed q/k/v/o and MLP projections and
-/// its own key/value cache; freezers, registered kinds and tern::generate_tokens.
-///
-/// A frozen decoder_lm is the layer list [token_embedding, decoder_block x L, rms_norm|layer_norm,
-/// linear|ternary_linear (head)]: forward(ids [B, T]) -> logits [B, T, vocab]. Between
-/// begin_sequence(B, capacity) and end_sequence() each forward call holds the next tokens of the
-/// B sequences (the prompt, then one token at a time): the embedding continues the positions and
-/// every block attends to its cached keys and values. Outside that mode a call is a whole sequence.
-///
-/// ## File entries (tern-packed-3)
-///   - "token_embedding": {"vocab", "dim", "context", "learned_positions"}; tensors "weight"
-///     F32 [vocab, dim], "positions" F32 [context, dim] with learned positions;
-///   - "decoder_block": {"d_model", "heads", "rotary", "rotary_base", "mlp": "gelu"|"swiglu",
-///     "hidden", and one-layer arrays "norm1", "q", "k", "v", "o", "norm2", "up", "down" (+ "gate"
-///     for swiglu)}; the sub-layers' tensors live under "<path>.<name>.0.".
-/// The tokenizer is recorded in the metadata by the exporter ("tokenizer": "bytes" | "bpe<N>").
+// ----- begin tern/deploy/language_model.hpp -----
+/// @file deploy/language_model.hpp
+/// @brief Generation with a run-time language model: a frozen tern::decoder_lm loaded from a file
+/// (or converted from tern::freeze), run by the same loop as decoder_lm::generate.
 
-#include <nlohmann/json.hpp>
-
-#include <algorithm>
-#include <cmath>
-#include <cstdint>
 #include <functional>
-#include <memory>
-#include <random>
 #include <string>
-#include <utility>
 #include <vector>
 
 
 namespace tern {
 
-namespace detail {
-
-/// The run-time form of training layer @p l frozen (one erased layer template).
-template <class L>
-std::unique_ptr<inference_layer> freeze_one(const L& l) {
-    return std::make_unique<erased_layer<frozen_layer_t<L>>>(frozen_layer_t<L>(l));
-}
-
-/// (in, out) of a projection, from its configuration; (0, 0) for a layer without them.
-inline std::pair<std::size_t, std::size_t> projection_dims(const inference_layer& l) {
-    const nlohmann::json c = l.config();
-    if (!c.contains("in") || !c.contains("out") || !c["in"].is_number_unsigned() || !c["out"].is_number_unsigned())
-        return {0, 0};
-    return {c["in"].get<std::size_t>(), c["out"].get<std::size_t>()};
-}
-
-inline void save_sub(const layer_writer& w, const char* name, const inference_layer& l) {
-    layer_writer s = w.nested(name).nested("0");
-    l.save(s);
-}
-
-/// Loads the one-layer array @p name of @p r, whose kind must be one of @p kinds.
-inline std::unique_ptr<inference_layer> load_sub(const layer_reader& r, const char* name,
-                                                 const std::vector<std::string>& kinds) {
-    const nlohmann::json& arr = r.array_field(name);
-    if (arr.size() != 1) r.fail("field '", name, "': expected exactly one layer, found ", arr.size());
-    const std::string kind =
-        arr[0].is_object() && arr[0].contains("kind") && arr[0]["kind"].is_string() ? arr[0]["kind"].get<std::string>() : "";
-    if (std::find(kinds.begin(), kinds.end(), kind) == kinds.end()) {
-        std::string want;
-        for (const auto& k : kinds) want += (want.empty() ? "" : " or ") + k;
-        r.fail("field '", name, "': expected a ", want, " layer, found kind '", kind, "'");
-    }
-    layer_list l = load_layers(arr, [&](std::size_t i) { return r.nested(name, i, arr[i]); });
-    return std::move(l[0]);
-}
-
-}  // namespace detail
-
-/// @brief Token embedding, plus learned absolute positions when the model has them:
-/// ids [B, T] (whole numbers as floats) -> [B, T, dim]. Stateful in incremental mode (the next
-/// call continues the positions).
-class frozen_token_embedding final : public inference_layer {
-public:
-    /// @param positions  [context, dim], or an empty tensor (rotary models: no position table).
-    frozen_token_embedding(tensor weight, tensor positions, std::size_t context)
-        : weight_(std::move(weight)), pos_(std::move(positions)), context_(context) {
-        detail::require(weight_.dimension() == 2 && weight_.size() > 0, "token_embedding: expected a 2-d table, got ",
-                        detail::shape_string(weight_.shape()));
-        vocab_ = weight_.shape()[0];
-        dim_ = weight_.shape()[1];
-        learned_ = pos_.dimension() == 2 && pos_.size() > 0;
-        detail::require(context_ > 0, "token_embedding: expected a positive context");
-        detail::require(!learned_ || (pos_.shape()[0] == context_ && pos_.shape()[1] == dim_),
-                        "token_embedding: positions of shape ", detail::shape_string(pos_.shape()), ", expected [",
-                        context_, ", ", dim_, "]");
-    }
-
-    std::string kind() const override { return "token_embedding"; }
-    std::size_t vocab_size() const { return vocab_; }
-    std::size_t dim() const { return dim_; }
-    /// @brief Longest sequence (the position table; the cache capacity of generation).
-    std::size_t context() const { return context_; }
-
-    const tensor& forward(const tensor& ids) override {
-        detail::require(ids.dimension() == 2 && ids.shape()[0] > 0 && ids.shape()[1] > 0,
-                        "token_embedding: expected token ids [batch, tokens], got shape ",
-                        detail::shape_string(ids.shape()));
-        const std::size_t B = ids.shape()[0], T = ids.shape()[1];
-        const std::size_t offset = incremental_ ? offset_ : 0;
-        detail::require(!incremental_ || B == batch_, "token_embedding: the sequence was begun with batch ", batch_,
-                        ", got ", B);
-        detail::require(offset + T <= (incremental_ ? capacity_ : context_), "token_embedding: positions ", offset,
-                        "..", offset + T, " exceed the context of ", incremental_ ? capacity_ : context_);
-        const shape_t shape{B, T, dim_};
-        if (y_.shape() != shape) y_.resize(shape);
-        const float* w = weight_.data();
-        for (std::size_t i = 0; i < B * T; ++i) {
-            const float v = ids.data()[i];
-            detail::require(v >= 0.0f && v < float(vocab_) && v == std::floor(v), "token_embedding: token id ", v,
-                            " at position ", i, " is not a whole number in [0, ", vocab_, ")");
-            const float* row = w + std::size_t(v) * dim_;
-            float* o = y_.data() + i * dim_;
-            if (learned_) {
-                const float* p = pos_.data() + (offset + i % T) * dim_;
-                for (std::size_t k = 0; k < dim_; ++k) o[k] = row[k] + p[k];
-            } else {
-                std::copy_n(row, dim_, o);
-            }
-        }
-        if (incremental_) offset_ += T;
-        return y_;
-    }
-
-    void begin_sequence(std::size_t batch, std::size_t capacity) override {
-        detail::require(!learned_ || capacity <= context_, "token_embedding: a sequence of ", capacity,
-                        " tokens exceeds the learned positions (", context_, ")");
-        incremental_ = true;
-        batch_ = batch;
-        capacity_ = capacity;
-        offset_ = 0;
-    }
-    void end_sequence() override {
-        incremental_ = false;
-        offset_ = 0;
-    }
-
-    nlohmann::json config() const override {
-        return {{"kind", kind()}, {"vocab", vocab_}, {"dim", dim_}, {"context", context_}, {"learned_positions", learned_}};
-    }
-    void save(layer_writer& w) const override {
-        w.put("weight", weight_);
-        if (learned_) w.put("positions", pos_);
-    }
-    std::size_t parameter_bytes() const override { return (weight_.size() + (learned_ ? pos_.size() : 0)) * sizeof(float); }
-    feature_info propagate(feature_info, const std::string&) const override { return {dim_, 0}; }
-    std::string describe() const override {
-        return "token_embedding(" + std::to_string(vocab_) + "x" + std::to_string(dim_) +
-               (learned_ ? ",positions=" + std::to_string(context_) : "") + ")";
-    }
-
-    /// @brief Loader for "token_embedding".
-    static std::unique_ptr<inference_layer> load(const layer_reader& r) {
-        const std::size_t V = r.size_field("vocab"), D = r.size_field("dim"), C = r.size_field("context");
-        const bool learned = r.bool_field("learned_positions");
-        tensor w = r.f32("weight", {V, D});
-        tensor p = learned ? r.f32("positions", {C, D}) : tensor::from_shape({0});
-        return std::make_unique<frozen_token_embedding>(std::move(w), std::move(p), C);
-    }
-
-private:
-    tensor weight_, pos_, y_;
-    std::size_t vocab_ = 0, dim_ = 0, context_ = 0;
-    bool learned_ = false, incremental_ = false;
-    std::size_t batch_ = 0, capacity_ = 0, offset_ = 0;
-};
-
-/// @brief Pre-norm decoder block: h = x + o(attn(q, k, v of norm1(x))); y = h + mlp(norm2(h)),
-/// computed as tern::decoder_block does, with packed (or fp) projections and its own key/value cache.
-/// Input and output [B, T, d_model].
-class frozen_decoder_block final : public inference_layer {
-public:
-    /// @brief The parts of a block (each projection a frozen_linear or frozen_dense).
-    struct parts {
-        std::unique_ptr<inference_layer> norm1, q, k, v, o, norm2, up, gate, down;  ///< gate: swiglu only
-    };
-
-    frozen_decoder_block(std::size_t d_model, std::size_t heads, bool rotary, float rotary_base, mlp_kind mlp,
-                         parts p)
-        : d_(d_model), heads_(heads), rotary_(rotary), base_(rotary_base), mlp_(mlp), p_(std::move(p)) {
-        detail::require(heads_ > 0 && d_ % heads_ == 0, "decoder_block: d_model ", d_, " is not a multiple of heads ",
-                        heads_);
-        detail::require(!rotary_ || (d_ / heads_) % 2 == 0, "decoder_block: rotary positions need an even head dimension");
-        detail::require(p_.norm1 && p_.q && p_.k && p_.v && p_.o && p_.norm2 && p_.up && p_.down,
-                        "decoder_block: missing part");
-        detail::require((mlp_ == mlp_kind::swiglu) == bool(p_.gate), "decoder_block: a gate projection is ",
-                        mlp_ == mlp_kind::swiglu ? "required (swiglu)" : "only valid with swiglu");
-        for (const auto* n : {p_.norm1.get(), p_.norm2.get()}) {
-            detail::require(n->kind() == "rms_norm" || n->kind() == "layer_norm",
-                            "decoder_block: the norms must be rms_norm or layer_norm, got ", n->kind());
-            (void)n->propagate({d_, d_}, "decoder_block norm");
-        }
-        const auto check = [](const inference_layer& l, std::size_t in, std::size_t out, const char* name) {
-            const auto dims = detail::projection_dims(l);
-            detail::require(dims.first == in && dims.second == out, "decoder_block: projection ", name, " is ",
-                            dims.first, "->", dims.second, ", expected ", in, "->", out);
-        };
-        check(*p_.q, d_, d_, "q");
-        check(*p_.k, d_, d_, "k");
-        check(*p_.v, d_, d_, "v");
-        check(*p_.o, d_, d_, "o");
-        hidden_ = detail::projection_dims(*p_.up).second;
-        detail::require(hidden_ > 0, "decoder_block: the up projection must be ternary_linear or linear");
-        check(*p_.up, d_, hidden_, "up");
-        if (p_.gate) check(*p_.gate, d_, hidden_, "gate");
-        check(*p_.down, hidden_, d_, "down");
-    }
-
-    std::string kind() const override { return "decoder_block"; }
-    std::size_t d_model() const { return d_; }
-    std::size_t heads() const { return heads_; }
-
-    const tensor& forward(const tensor& x) override {
-        detail::require(x.dimension() == 3 && x.shape()[2] == d_ && x.shape()[1] > 0,
-                        "decoder_block: expected input [batch, tokens, ", d_, "], got shape ",
-                        detail::shape_string(x.shape()));
-        const std::size_t B = x.shape()[0], t = x.shape()[1], D = d_;
-        if (!incremental_) reset_cache(B, t);
-        detail::require(B == batch_, "decoder_block: the sequence was begun with batch ", batch_, ", got ", B);
-        detail::require(length_ + t <= capacity_, "decoder_block: the cache holds ", length_, " of ", capacity_,
-                        " positions; ", t, " more do not fit");
-        const tensor& n1 = p_.norm1->forward(x);
-        const tensor& q = p_.q->forward(n1);
-        const tensor& k = p_.k->forward(n1);
-        const tensor& v = p_.v->forward(n1);
-        const std::size_t pos0 = length_, Tk = pos0 + t, hd = D / heads_;
-        q_.assign(q.data(), q.data() + q.size());
-        for (std::size_t b = 0; b < B; ++b) {
-            std::copy_n(k.data() + b * t * D, t * D, keys_.data() + (b * capacity_ + pos0) * D);
-            std::copy_n(v.data() + b * t * D, t * D, values_.data() + (b * capacity_ + pos0) * D);
-        }
-        if (rotary_) {
-            rotate(q_.data(), t * D, B, t, pos0, t);
-            for (std::size_t b = 0; b < B; ++b) rotate(keys_.data() + (b * capacity_ + pos0) * D, 0, 1, t, pos0, t);
-        }
-        const float scale = 1.0f / std::sqrt(float(hd));
-        if (ctx_.shape() != shape_t{B, t, D}) ctx_.resize({B, t, D});
-        if (scores_.size() < t * Tk) scores_.resize(t * Tk);
-        for (std::size_t b = 0; b < B; ++b)
-            for (std::size_t h = 0; h < heads_; ++h) {
-                const float* Kh = keys_.data() + b * capacity_ * D + h * hd;
-                const float* Vh = values_.data() + b * capacity_ * D + h * hd;
-                float* S = scores_.data();
-                // The same products as the training layer's cached attention (its SIMD GEMV/GEMM
-                // kernels); the masked scores become exactly 0, so the context product may run
-                // over all Tk keys.
-                kernels::sgemm(false, true, t, Tk, hd, scale, q_.data() + b * t * D + h * hd, D, Kh, D, 0.0f, S, Tk);
-                detail::causal_softmax_rows(S, t, Tk, Tk, pos0);
-                kernels::sgemm(false, false, t, hd, Tk, 1.0f, S, Tk, Vh, D, 0.0f, ctx_.data() + b * t * D + h * hd, D);
-            }
-        length_ = Tk;
-        const tensor& a = p_.o->forward(ctx_);
-        if (h_.shape() != x.shape()) h_.resize(detail::to_shape(x.shape()));
-        for (std::size_t i = 0, n = x.size(); i < n; ++i) h_.data()[i] = a.data()[i] + x.data()[i];
-        const tensor& n2 = p_.norm2->forward(h_);
-        const tensor& u = p_.up->forward(n2);
-        const std::size_t n = u.size();
-        if (act_.shape() != u.shape()) act_.resize(detail::to_shape(u.shape()));
-        if (d1_.size() < n) d1_.resize(n);
-        if (mlp_ == mlp_kind::gelu) {
-            detail::gelu_forward(u.data(), act_.data(), d1_.data(), n);
-        } else {
-            const tensor& g = p_.gate->forward(n2);
-            if (silu_.size() < n) silu_.resize(n);
-            detail::swiglu_forward(g.data(), u.data(), silu_.data(), d1_.data(), act_.data(), n);
-        }
-        const tensor& dn = p_.down->forward(act_);
-        if (y_.shape() != x.shape()) y_.resize(detail::to_shape(x.shape()));
-        for (std::size_t i = 0, m = x.size(); i < m; ++i) y_.data()[i] = dn.data()[i] + h_.data()[i];
-        return y_;
-    }
-
-    void begin_sequence(std::size_t batch, std::size_t capacity) override {
-        incremental_ = true;
-        reset_cache(batch, capacity);
-    }
-    void end_sequence() override {
-        incremental_ = false;
-        keys_.clear();
-        keys_.shrink_to_fit();
-        values_.clear();
-        values_.shrink_to_fit();
-        capacity_ = length_ = 0;
-    }
-
-    nlohmann::json config() const override {
-        nlohmann::json c = {{"kind", kind()},
-                            {"d_model", d_},
-                            {"heads", heads_},
-                            {"rotary", rotary_},
-                            {"rotary_base", base_},
-                            {"mlp", mlp_ == mlp_kind::gelu ? "gelu" : "swiglu"},
-                            {"hidden", hidden_}};
-        for (const auto& [name, l] : named()) c[name] = nlohmann::json::array({l->config()});
-        return c;
-    }
-    void save(layer_writer& w) const override {
-        for (const auto& [name, l] : named()) detail::save_sub(w, name, *l);
-    }
-    std::size_t parameter_bytes() const override { return sum([](const inference_layer& l) { return l.parameter_bytes(); }); }
-    std::size_t packed_weights() const override { return sum([](const inference_layer& l) { return l.packed_weights(); }); }
-    std::size_t packed_bytes() const override { return sum([](const inference_layer& l) { return l.packed_bytes(); }); }
-    feature_info propagate(feature_info in, const std::string& where) const override {
-        detail::require(in.last == 0 || in.last == d_, where, ": expects ", d_, " features but the previous layers give ",
-                        in.last);
-        return {d_, in.total};
-    }
-    std::string describe() const override {
-        std::string s = "decoder_block(d=" + std::to_string(d_) + ",heads=" + std::to_string(heads_) +
-                        (rotary_ ? ",rotary" : "") + ",mlp=" + (mlp_ == mlp_kind::gelu ? "gelu" : "swiglu");
-        for (const auto& [name, l] : named()) s += std::string(",") + name + "=" + l->describe();
-        return s + ")";
-    }
-
-    /// @brief Loader for "decoder_block".
-    static std::unique_ptr<inference_layer> load(const layer_reader& r) {
-        const std::size_t D = r.size_field("d_model"), H = r.size_field("heads");
-        const bool rotary = r.bool_field("rotary");
-        const double base = r.number_field("rotary_base");
-        if (!(base > 0.0)) r.fail("field 'rotary_base': expected a positive number, found ", base);
-        const std::string m = r.string_field("mlp");
-        if (m != "gelu" && m != "swiglu") r.fail("field 'mlp': expected \"gelu\" or \"swiglu\", found \"", m, "\"");
-        const mlp_kind mk = m == "gelu" ? mlp_kind::gelu : mlp_kind::swiglu;
-        const std::vector<std::string> norms = {"rms_norm", "layer_norm"}, projs = {"ternary_linear", "linear"};
-        parts p;
-        p.norm1 = detail::load_sub(r, "norm1", norms);
-        p.q = detail::load_sub(r, "q", projs);
-        p.k = detail::load_sub(r, "k", projs);
-        p.v = detail::load_sub(r, "v", projs);
-        p.o = detail::load_sub(r, "o", projs);
-        p.norm2 = detail::load_sub(r, "norm2", norms);
-        p.up = detail::load_sub(r, "up", projs);
-        if (mk == mlp_kind::swiglu) p.gate = detail::load_sub(r, "gate", projs);
-        else if (r.config().contains("gate")) r.fail("field 'gate' is only valid with \"mlp\": \"swiglu\"");
-        p.down = detail::load_sub(r, "down", projs);
-        try {
-            auto b = std::make_unique<frozen_decoder_block>(D, H, rotary, float(base), mk, std::move(p));
-            if (b->hidden_ != r.size_field("hidden")) r.fail("field 'hidden' does not match the up projection");
-            return b;
-        } catch (const error& e) {
-            if (std::string(e.what()).find(r.where()) == 0) throw;
-            r.fail(e.what());
-        }
-    }
-
-private:
-    std::vector<std::pair<const char*, const inference_layer*>> named() const {
-        std::vector<std::pair<const char*, const inference_layer*>> v = {
-            {"norm1", p_.norm1.get()}, {"q", p_.q.get()},         {"k", p_.k.get()},   {"v", p_.v.get()},
-            {"o", p_.o.get()},         {"norm2", p_.norm2.get()}, {"up", p_.up.get()}};
-        if (p_.gate) v.push_back({"gate", p_.gate.get()});
-        v.push_back({"down", p_.down.get()});
-        return v;
-    }
-    template <class Fn>
-    std::size_t sum(Fn&& fn) const {
-        std::size_t n = 0;
-        for (const auto& [name, l] : named()) n += fn(*l);
-        return n;
-    }
-
-    void reset_cache(std::size_t batch, std::size_t capacity) {
-        batch_ = batch;
-        capacity_ = capacity;
-        length_ = 0;
-        if (keys_.size() < batch * capacity * d_) {
-            keys_.resize(batch * capacity * d_);
-            values_.resize(batch * capacity * d_);
-        }
-    }
-
-    /// Rotates pairs (i, i + hd/2) of every head of @p rows tokens (@p count per sequence, row
-    /// stride d_, sequences @p seq_stride apart) at positions offset .. offset + count - 1, with the
-    /// angles of causal_self_attention (double precision, then rounded).
-    void rotate(float* z, std::size_t seq_stride, std::size_t sequences, std::size_t count, std::size_t offset,
-                std::size_t) {
-        const std::size_t hd = d_ / heads_, half = hd / 2, need = offset + count;
-        if (rope_positions_ < need) {
-            rope_cos_.resize(need * half);
-            rope_sin_.resize(need * half);
-            for (std::size_t p = rope_positions_; p < need; ++p)
-                for (std::size_t i = 0; i < half; ++i) {
-                    const double angle = double(p) * std::pow(double(base_), -2.0 * double(i) / double(hd));
-                    rope_cos_[p * half + i] = float(std::cos(angle));
-                    rope_sin_[p * half + i] = float(std::sin(angle));
-                }
-            rope_positions_ = need;
-        }
-        for (std::size_t b = 0; b < sequences; ++b)
-            for (std::size_t t = 0; t < count; ++t) {
-                const float* c = rope_cos_.data() + (offset + t) * half;
-                const float* s = rope_sin_.data() + (offset + t) * half;
-                for (std::size_t h = 0; h < heads_; ++h) {
-                    float* v = z + b * seq_stride + t * d_ + h * hd;
-                    for (std::size_t i = 0; i < half; ++i) {
-                        const float a = v[i], bb = v[i + half], sn = s[i];
-                        v[i] = a * c[i] - bb * sn;
-                        v[i + half] = a * sn + bb * c[i];
-                    }
-                }
-            }
-    }
-
-    std::size_t d_, heads_;
-    bool rotary_;
-    float base_;
-    mlp_kind mlp_;
-    parts p_;
-    std::size_t hidden_ = 0;
-    // Key/value cache [batch, capacity, d_model].
-    bool incremental_ = false;
-    std::size_t batch_ = 0, capacity_ = 0, length_ = 0;
-    std::vector<float> keys_, values_, q_, scores_, d1_, silu_;
-    std::vector<float> rope_cos_, rope_sin_;
-    std::size_t rope_positions_ = 0;
-    tensor ctx_, h_, act_, y_;
-};
-
-namespace detail {
-/// The norm inside an any_norm (rms_norm or layer_norm), as a run-time layer.
-inline std::unique_ptr<inference_layer> freeze_any_norm(const any_norm& n) {
-    return n.visit([](const auto& norm) -> std::unique_ptr<inference_layer> { return freeze_one(norm); });
-}
-
-/// decoder_block: one frozen_decoder_block (projections packed in ternary policies).
-template <class P, int B>
-std::unique_ptr<inference_layer> freeze_block(const decoder_block<P, B>& l) {
-    const auto& a = l.attention();
-    frozen_decoder_block::parts p;
-    p.norm1 = freeze_any_norm(l.norm1());
-    p.q = freeze_one(a.q_proj());
-    p.k = freeze_one(a.k_proj());
-    p.v = freeze_one(a.v_proj());
-    p.o = freeze_one(a.o_proj());
-    p.norm2 = freeze_any_norm(l.norm2());
-    p.up = freeze_one(l.mlp().up_proj());
-    if (l.mlp().gate_proj()) p.gate = freeze_one(*l.mlp().gate_proj());
-    p.down = freeze_one(l.mlp().down_proj());
-    return std::make_unique<frozen_decoder_block>(a.d_model(), a.heads(), a.options().rotary, a.options().rotary_base,
-                                                  l.mlp().kind(), std::move(p));
-}
-}  // namespace detail
-
-/// @brief A frozen decoder_lm as a run-time model: [token_embedding, decoder_block x L, final
-/// norm, head] (the head packed only when the training head was quantized).
-template <class P, int B>
-inference_model freeze(const decoder_lm<P, B>& lm) {
-    layer_list out;
-    const lm_config& c = lm.config();
-    tensor pos = lm.positions() ? tensor(lm.positions()->weight) : tensor::from_shape({0});
-    out.push_back(
-        std::make_unique<frozen_token_embedding>(tensor(lm.token_embedding().weight), std::move(pos), c.context));
-    for (const auto& b : lm.blocks()) out.push_back(detail::freeze_block(b));
-    out.push_back(detail::freeze_any_norm(lm.final_norm()));
-    if (lm.head_fp()) out.push_back(detail::freeze_one(*lm.head_fp()));
-    else out.push_back(detail::freeze_one(*lm.head_quantized()));
-    inference_model m(std::move(out), policy_name(lm));
-    m.set_source_description(lm.describe());
-    return m;
-}
-
-namespace detail {
-/// Loaders of the LM kinds; called by register_builtin_layer_kinds() on the first load.
-inline void register_lm_layer_kinds() {
-    register_builtin_if_absent("token_embedding", [](const layer_reader& r) { return frozen_token_embedding::load(r); });
-    register_builtin_if_absent("decoder_block", [](const layer_reader& r) { return frozen_decoder_block::load(r); });
-}
-}  // namespace detail
-
-/// @brief Whether @p model is a frozen language model (its first layer is a token_embedding).
+/// @brief Whether @p model is a language model (a frozen decoder_lm).
 inline bool is_language_model(const inference_model& model) {
-    return model.size() > 0 && model.layer(0).kind() == "token_embedding";
+    return model.size() == 1 && model.layer(0).kind() == "decoder_lm";
 }
 
 /// @brief Continues @p prompt by @p count tokens with the key/value caches, exactly as
-/// decoder_lm::generate does (the same sampling and random stream, the same re-prefill from the
-/// last context / 2 tokens when the context fills up); calls @p on_token with each token.
+/// decoder_lm::generate does (the same loop: the same sampling and random stream, the same
+/// re-prefill from the last context / 2 tokens when the context fills up); calls @p on_token with
+/// each token.
 /// @throws tern::error for a model that is not a language model, an empty prompt or bad ids.
 inline std::vector<int> generate_tokens(inference_model& model, const std::vector<int>& prompt, std::size_t count,
                                         const sample_options& options = {},
                                         const std::function<void(int)>& on_token = {}) {
     detail::require(is_language_model(model), "generate_tokens: the model is not a language model (its first layer is ",
-                    model.size() ? model.layer(0).kind() : std::string("missing"), ", expected token_embedding)");
-    detail::require(!prompt.empty(), "generate_tokens: expected a non-empty prompt");
+                    model.size() ? model.layer(0).kind() : std::string("missing"), ", expected decoder_lm)");
     const std::size_t context = model.layer(0).config()["context"].get<std::size_t>();
-    std::mt19937_64 rng(options.seed);
-    std::vector<int> seq = prompt, out;
-    std::size_t cached = 0;
-    tensor ids;
-    const auto prefill = [&](std::size_t keep) -> const tensor& {
-        model.begin_sequence(1, context);
-        const std::size_t start = seq.size() - std::min(seq.size(), keep);
-        ids.resize({1, seq.size() - start});
-        for (std::size_t i = start; i < seq.size(); ++i) ids.data()[i - start] = float(seq[i]);
-        cached = seq.size() - start;
-        return model.run(ids);
-    };
-    const tensor* logits = &prefill(context);
-    for (std::size_t n = 0; n < count; ++n) {
-        const std::size_t vocab = logits->shape().back(), rows = logits->size() / vocab;
-        const int next = sample_token(logits->data() + (rows - 1) * vocab, vocab, options, rng);
-        seq.push_back(next);
-        out.push_back(next);
-        if (on_token) on_token(next);
-        if (n + 1 == count) break;
-        if (cached >= context) {
-            logits = &prefill(std::max<std::size_t>(1, context / 2));
-        } else {
-            ids.resize({1, 1});
-            ids.data()[0] = float(next);
-            ++cached;
-            logits = &model.run(ids);
-        }
-    }
-    model.end_sequence();
-    return out;
+    return detail::generate_with(model, context, prompt, count, options, on_token);
 }
 
 }  // namespace tern
-// ----- end tern/deploy/frozen_lm.hpp -----
+// ----- end tern/deploy/language_model.hpp -----
 
 namespace tern {
 
@@ -10354,8 +10278,9 @@ inline void register_builtin_layer_kinds() {
         register_layer_kind<avg_pool2d>();
         register_layer_kind<global_avg_pool2d>();
         register_layer_kind<batch_norm2d>();
+        register_policy_layer_kinds<decoder_lm, 8, fp32, fp16, fp32_prenorm, fp16_prenorm, absmean_ternary,
+                                    absmedian_ternary>();
         register_builtin_if_absent("residual", load_runtime_residual);
-        register_lm_layer_kinds();
         return true;
     }();
     (void)done;

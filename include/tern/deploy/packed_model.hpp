@@ -49,7 +49,7 @@
 #include "../layers/conv2d.hpp"
 #include "../layers/pooling.hpp"
 #include "freeze.hpp"
-#include "frozen_lm.hpp"
+#include "language_model.hpp"
 #include "inference_model.hpp"
 
 namespace tern {
@@ -95,8 +95,9 @@ inline void register_builtin_layer_kinds() {
         register_layer_kind<avg_pool2d>();
         register_layer_kind<global_avg_pool2d>();
         register_layer_kind<batch_norm2d>();
+        register_policy_layer_kinds<decoder_lm, 8, fp32, fp16, fp32_prenorm, fp16_prenorm, absmean_ternary,
+                                    absmedian_ternary>();
         register_builtin_if_absent("residual", load_runtime_residual);
-        register_lm_layer_kinds();
         return true;
     }();
     (void)done;

@@ -143,6 +143,11 @@ public:
     layer_reader nested(const std::string& sub, std::size_t index, const nlohmann::json& config) const {
         return layer_reader(data_, where_, path_ + "." + sub + "." + std::to_string(index), config, used_);
     }
+    /// @brief A reader for a part of this layer ("q" of an attention): the same configuration, its
+    /// tensors under "<path>.<name>.".
+    layer_reader sub(const std::string& name) const {
+        return layer_reader(data_, where_, path_ + "." + name, config_, used_);
+    }
     /// @brief The tensor name prefix of this layer ("3.").
     std::string prefix() const { return path_ + "."; }
 

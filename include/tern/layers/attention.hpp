@@ -193,10 +193,13 @@ template <class Policy, int ActBits = 8>
 class causal_self_attention {
 public:
     using policy = Policy;
+    /// False for the frozen instantiation (tern::frozen<P>): forward only, no training state.
+    static constexpr bool trainable = trainable_policy<Policy>;
     template <class T>
     using transform = causal_self_attention<typename T::template apply<Policy>, ActBits>;
 
     causal_self_attention(std::size_t d_model, std::size_t heads, attention_options options = {})
+        requires trainable
         : q_(d_model, d_model, false), k_(d_model, d_model, false), v_(d_model, d_model, false),
           o_(d_model, d_model, false), d_(d_model), heads_(heads), opt_(options) {
         detail::require(heads > 0 && d_model % heads == 0, "causal_self_attention: d_model ", d_model,
@@ -213,23 +216,36 @@ public:
 
     tensor forward(const tensor& x) {
         check_input(x);
-        const std::size_t B = x.shape()[0], T = x.shape()[1];
-        q_act_ = q_.forward(x);
-        k_act_ = k_.forward(x);
-        v_act_ = v_.forward(x);
-        if (opt_.rotary) {
-            rotate(q_act_.data(), B, T, 0, false);
-            rotate(k_act_.data(), B, T, 0, false);
+        if constexpr (trainable) {
+            B_ = x.shape()[0];
+            T_ = x.shape()[1];
+            return attend(x, q_act_, k_act_, v_act_, probs_);
+        } else {
+            tensor q, k, v;
+            std::vector<float> probs;
+            return attend(x, q, k, v, probs);
         }
-        B_ = B;
-        T_ = T;
-        probs_.resize(B * heads_ * T * T);
+    }
+
+private:
+    /// The whole-sequence forward; @p q, @p k, @p v (after rotation) and @p probs [B * heads, T, T]
+    /// are what backward needs (members in training, locals when frozen).
+    tensor attend(const tensor& x, tensor& q, tensor& k, tensor& v, std::vector<float>& probs) {
+        const std::size_t B = x.shape()[0], T = x.shape()[1];
+        q_.forward(x, q);
+        k_.forward(x, k);
+        v_.forward(x, v);
+        if (opt_.rotary) {
+            rotate(q.data(), B, T, 0, false);
+            rotate(k.data(), B, T, 0, false);
+        }
+        probs.resize(B * heads_ * T * T);
         tensor ctx(shape_t{B, T, d_});
         const std::size_t hd = head_dim(), D = d_;
         const float scale = 1.0f / std::sqrt(float(hd));
-        const float *Q = q_act_.data(), *K = k_act_.data(), *V = v_act_.data();
+        const float *Q = q.data(), *K = k.data(), *V = v.data();
         float* C = ctx.data();
-        float* P = probs_.data();
+        float* P = probs.data();
         parallel_for(
             B * heads_,
             [&](std::size_t lo, std::size_t hi) {
@@ -245,7 +261,10 @@ public:
         return o_.forward(ctx);
     }
 
-    tensor backward(const tensor& grad_output) {
+public:
+    tensor backward(const tensor& grad_output)
+        requires trainable
+    {
         const tensor dctx = o_.backward(grad_output);
         const std::size_t B = B_, T = T_, hd = head_dim(), D = d_;
         tensor dq(shape_t{B, T, D}), dk(shape_t{B, T, D}), dv(shape_t{B, T, D});
@@ -321,13 +340,17 @@ public:
         return o_.forward(ctx);
     }
 
-    void collect_parameters(parameter_list& out, const std::string& prefix) {
+    void collect_parameters(parameter_list& out, const std::string& prefix)
+        requires trainable
+    {
         q_.collect_parameters(out, prefix + "q.");
         k_.collect_parameters(out, prefix + "k.");
         v_.collect_parameters(out, prefix + "v.");
         o_.collect_parameters(out, prefix + "o.");
     }
-    void set_quant_strength(float lambda) {
+    void set_quant_strength(float lambda)
+        requires trainable
+    {
         q_.set_quant_strength(lambda);
         k_.set_quant_strength(lambda);
         v_.set_quant_strength(lambda);
@@ -340,6 +363,45 @@ public:
                ",v=" + v_.describe() + ",o=" + o_.describe() + ")";
     }
 
+    /// Frozen: the projections' tensors under "q.", "k.", "v.", "o.".
+    void save(layer_writer& w) const
+        requires(!trainable)
+    {
+        for (const auto& [name, l] : projections()) {
+            layer_writer sub = w.nested(name);
+            l->save(sub);
+        }
+    }
+    /// Frozen: what save() wrote, for a d_model-wide layer with @p heads heads.
+    static causal_self_attention load(const layer_reader& r, std::size_t d_model, std::size_t heads,
+                                      attention_options options)
+        requires(!trainable)
+    {
+        detail::require(heads > 0 && d_model % heads == 0 && (!options.rotary || (d_model / heads) % 2 == 0),
+                        "causal_self_attention: ", heads, " heads do not divide d_model ", d_model,
+                        options.rotary ? " into an even head dimension" : "");
+        using L = linear<Policy, ActBits>;
+        return causal_self_attention(L::load(r.sub("q"), d_model, d_model, false),
+                                     L::load(r.sub("k"), d_model, d_model, false),
+                                     L::load(r.sub("v"), d_model, d_model, false),
+                                     L::load(r.sub("o"), d_model, d_model, false), d_model, heads, options);
+    }
+    std::size_t parameter_bytes() const
+        requires(!trainable)
+    {
+        return q_.parameter_bytes() + k_.parameter_bytes() + v_.parameter_bytes() + o_.parameter_bytes();
+    }
+    std::size_t packed_weights() const
+        requires(!trainable)
+    {
+        return q_.packed_weights() + k_.packed_weights() + v_.packed_weights() + o_.packed_weights();
+    }
+    std::size_t packed_bytes() const
+        requires(!trainable)
+    {
+        return q_.packed_bytes() + k_.packed_bytes() + v_.packed_bytes() + o_.packed_bytes();
+    }
+
     std::size_t d_model() const { return d_; }
     std::size_t heads() const { return heads_; }
     std::size_t head_dim() const { return d_ / heads_; }
@@ -350,6 +412,15 @@ public:
     const linear<Policy, ActBits>& o_proj() const { return o_; }
 
 private:
+    causal_self_attention(linear<Policy, ActBits> q, linear<Policy, ActBits> k, linear<Policy, ActBits> v,
+                          linear<Policy, ActBits> o, std::size_t d_model, std::size_t heads, attention_options options)
+        : q_(std::move(q)), k_(std::move(k)), v_(std::move(v)), o_(std::move(o)), d_(d_model), heads_(heads),
+          opt_(options) {}
+
+    std::vector<std::pair<const char*, const linear<Policy, ActBits>*>> projections() const {
+        return {{"q", &q_}, {"k", &k_}, {"v", &v_}, {"o", &o_}};
+    }
+
     void check_input(const tensor& x) const {
         detail::require(x.dimension() == 3 && x.shape()[2] == d_ && x.shape()[1] > 0,
                         "causal_self_attention: expected input [batch, tokens, ", d_, "], got shape ",
@@ -391,9 +462,10 @@ private:
     linear<Policy, ActBits> q_, k_, v_, o_;
     std::size_t d_, heads_;
     attention_options opt_;
-    std::size_t B_ = 0, T_ = 0;
-    tensor q_act_, k_act_, v_act_;  // after rotation: what the products used
-    std::vector<float> probs_;      // [B * heads, T, T]
+    // What backward needs (training only): q, k, v after rotation, and the probabilities [B * heads, T, T].
+    [[no_unique_address]] training_only<Policy, std::size_t> B_{}, T_{};
+    [[no_unique_address]] training_only<Policy, tensor> q_act_{}, k_act_{}, v_act_{};
+    [[no_unique_address]] training_only<Policy, std::vector<float>> probs_{};
     std::vector<float> rope_cos_, rope_sin_;
     std::size_t rope_positions_ = 0;
 };

@@ -36,6 +36,17 @@ public:
         for (auto& w : weight) w = normal(rng);
     }
 
+    /// An embedding holding @p table [vocab, dim] (a loaded model's; no random draw).
+    static embedding from_table(tensor table) {
+        detail::require(table.dimension() == 2 && table.size() > 0, "embedding: expected a [vocab, dim] table, got ",
+                        detail::shape_string(table.shape()));
+        embedding e;
+        e.vocab_ = table.shape()[0];
+        e.dim_ = table.shape()[1];
+        e.weight = std::move(table);
+        return e;
+    }
+
     tensor forward(const tensor& ids) {
         ids_.resize(ids.size());
         const float* in = ids.data();
@@ -77,13 +88,15 @@ public:
     tensor weight, weight_grad;
 
 private:
+    embedding() = default;
+
     std::size_t to_id(float v, std::size_t where) const {
         detail::require(v >= 0.0f && v < float(vocab_) && v == std::floor(v), "embedding: token id ", v,
                         " at position ", where, " is not a whole number in [0, ", vocab_, ")");
         return std::size_t(v);
     }
 
-    std::size_t vocab_, dim_;
+    std::size_t vocab_ = 0, dim_ = 0;
     std::vector<std::size_t> ids_;
     shape_t input_shape_;
 };
@@ -101,6 +114,17 @@ public:
         std::normal_distribution<float> normal(0.0f, init_std);
         auto& rng = global_rng();
         for (auto& w : weight) w = normal(rng);
+    }
+
+    /// Positions holding @p table [context, dim] (a loaded model's; no random draw).
+    static learned_positions from_table(tensor table) {
+        detail::require(table.dimension() == 2 && table.size() > 0,
+                        "learned_positions: expected a [context, dim] table, got ", detail::shape_string(table.shape()));
+        learned_positions p;
+        p.context_ = table.shape()[0];
+        p.dim_ = table.shape()[1];
+        p.weight = std::move(table);
+        return p;
     }
 
     tensor forward(const tensor& x) { return forward(x, 0); }
@@ -155,7 +179,9 @@ public:
     tensor weight, weight_grad;
 
 private:
-    std::size_t context_, dim_;
+    learned_positions() = default;
+
+    std::size_t context_ = 0, dim_ = 0;
     std::size_t T_ = 0, offset_ = 0;
 };
 

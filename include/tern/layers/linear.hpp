@@ -117,6 +117,12 @@ public:
         const std::size_t in = r.size_field("in"), out = r.size_field("out");
         return linear(core_type::load(r, in, out, r.bool_field("bias")));
     }
+    /// The tensors of a linear inside another layer, whose configuration gives the sizes.
+    static linear load(const layer_reader& r, std::size_t in, std::size_t out, bool bias)
+        requires(!trainable)
+    {
+        return linear(core_type::load(r, in, out, bias));
+    }
     feature_info propagate(feature_info in, const std::string& where) const {
         detail::require(in.last == 0 || in.last == in_features(), where, ": expects ", in_features(),
                         " input features but the previous layers give ", in.last);

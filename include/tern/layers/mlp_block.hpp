@@ -129,10 +129,13 @@ template <class Policy, int ActBits = 8>
 class mlp_block {
 public:
     using policy = Policy;
+    /// False for the frozen instantiation (tern::frozen<P>): forward only, no training state.
+    static constexpr bool trainable = trainable_policy<Policy>;
     template <class T>
     using transform = mlp_block<typename T::template apply<Policy>, ActBits>;
 
     mlp_block(std::size_t d_model, std::size_t hidden, mlp_kind kind = mlp_kind::gelu)
+        requires trainable
         : kind_(kind), up_(d_model, hidden, false), down_(hidden, d_model, false) {
         if (kind == mlp_kind::swiglu) gate_.emplace(d_model, hidden, false);
     }
@@ -143,32 +146,42 @@ public:
         if (other.gate_proj()) gate_.emplace(*other.gate_proj());
     }
 
-    tensor forward(const tensor& x) {
-        tensor h = up_.forward(x);
-        const std::size_t n = h.size();
-        tensor a(detail::to_shape(h.shape()));
-        d1_.resize(n);
-        float* av = a.data();
-        float* d1 = d1_.data();
+    void forward(const tensor& x, tensor& y) {
+        // h = up(x); a = gelu(h) or silu(gate(x)) * h; y = down(a). The derivatives (d1, silu)
+        // are kept for backward in training; frozen, scratch_ holds them.
+        up_.forward(x, h_);
+        const std::size_t n = h_.size();
+        detail::shape_like(a_, h_, h_.shape().back());
+        std::vector<float>& d1v = derivative_buffer();
+        d1v.resize(n);
+        float* av = a_.data();
+        float* d1 = d1v.data();
         if (kind_ == mlp_kind::gelu) {
-            const float* hv = h.data();
+            const float* hv = h_.data();
             detail::elementwise_parallel(n, [&](std::size_t lo, std::size_t hi) {
                 detail::gelu_forward(hv + lo, av + lo, d1 + lo, hi - lo);
             });
         } else {
-            const tensor g = gate_->forward(x);
-            up_out_ = std::move(h);
-            silu_.resize(n);
-            const float *gv = g.data(), *uv = up_out_.data();
-            float* sv = silu_.data();
+            gate_->forward(x, g_);
+            std::vector<float>& sil = silu_buffer();
+            sil.resize(n);
+            const float *gv = g_.data(), *uv = h_.data();
+            float* sv = sil.data();
             detail::elementwise_parallel(n, [&](std::size_t lo, std::size_t hi) {
                 detail::swiglu_forward(gv + lo, uv + lo, sv + lo, d1 + lo, av + lo, hi - lo);
             });
         }
-        return down_.forward(a);
+        down_.forward(a_, y);
+    }
+    tensor forward(const tensor& x) {
+        tensor y;
+        forward(x, y);
+        return y;
     }
 
-    tensor backward(const tensor& grad_output) {
+    tensor backward(const tensor& grad_output)
+        requires trainable
+    {
         tensor da = down_.backward(grad_output);
         const std::size_t n = da.size();
         float* dav = da.data();
@@ -181,7 +194,7 @@ public:
         }
         tensor dg(detail::to_shape(da.shape()));
         float* dgv = dg.data();
-        const float *sv = silu_.data(), *uv = up_out_.data();
+        const float *sv = silu_.data(), *uv = h_.data();
         detail::elementwise_parallel(n, [&](std::size_t lo, std::size_t hi) {
             for (std::size_t i = lo; i < hi; ++i) {
                 dgv[i] = dav[i] * uv[i] * d1[i];
@@ -196,12 +209,16 @@ public:
         return dx;
     }
 
-    void collect_parameters(parameter_list& out, const std::string& prefix) {
+    void collect_parameters(parameter_list& out, const std::string& prefix)
+        requires trainable
+    {
         if (gate_) gate_->collect_parameters(out, prefix + "gate.");
         up_.collect_parameters(out, prefix + "up.");
         down_.collect_parameters(out, prefix + "down.");
     }
-    void set_quant_strength(float lambda) {
+    void set_quant_strength(float lambda)
+        requires trainable
+    {
         if (gate_) gate_->set_quant_strength(lambda);
         up_.set_quant_strength(lambda);
         down_.set_quant_strength(lambda);
@@ -212,17 +229,70 @@ public:
                ",up=" + up_.describe() + ",down=" + down_.describe() + ")";
     }
 
+    /// Frozen: the projections' tensors under "gate." (swiglu), "up.", "down.".
+    void save(layer_writer& w) const
+        requires(!trainable)
+    {
+        const auto put = [&](const char* name, const linear<Policy, ActBits>& l) {
+            layer_writer sub = w.nested(name);
+            l.save(sub);
+        };
+        if (gate_) put("gate", *gate_);
+        put("up", up_);
+        put("down", down_);
+    }
+    /// Frozen: what save() wrote, for a d_model -> hidden -> d_model block of kind @p kind.
+    static mlp_block load(const layer_reader& r, std::size_t d_model, std::size_t hidden, mlp_kind kind)
+        requires(!trainable)
+    {
+        using L = linear<Policy, ActBits>;
+        mlp_block m(kind, L::load(r.sub("up"), d_model, hidden, false), L::load(r.sub("down"), hidden, d_model, false));
+        if (kind == mlp_kind::swiglu) m.gate_.emplace(L::load(r.sub("gate"), d_model, hidden, false));
+        return m;
+    }
+    std::size_t parameter_bytes() const
+        requires(!trainable)
+    {
+        return up_.parameter_bytes() + down_.parameter_bytes() + (gate_ ? gate_->parameter_bytes() : 0);
+    }
+    std::size_t packed_weights() const
+        requires(!trainable)
+    {
+        return up_.packed_weights() + down_.packed_weights() + (gate_ ? gate_->packed_weights() : 0);
+    }
+    std::size_t packed_bytes() const
+        requires(!trainable)
+    {
+        return up_.packed_bytes() + down_.packed_bytes() + (gate_ ? gate_->packed_bytes() : 0);
+    }
+
     mlp_kind kind() const { return kind_; }
+    std::size_t hidden() const { return up_.out_features(); }
     const linear<Policy, ActBits>& up_proj() const { return up_; }
     const linear<Policy, ActBits>& down_proj() const { return down_; }
     const std::optional<linear<Policy, ActBits>>& gate_proj() const { return gate_; }
 
 private:
+    mlp_block(mlp_kind kind, linear<Policy, ActBits> up, linear<Policy, ActBits> down)
+        : kind_(kind), up_(std::move(up)), down_(std::move(down)) {}
+
+    std::vector<float>& derivative_buffer() {
+        if constexpr (trainable) return d1_;
+        else return scratch_;
+    }
+    std::vector<float>& silu_buffer() {
+        if constexpr (trainable) return silu_;
+        else return scratch2_;
+    }
+
     mlp_kind kind_;
     linear<Policy, ActBits> up_, down_;
     std::optional<linear<Policy, ActBits>> gate_;
-    std::vector<float> d1_, silu_;  // gelu'(h) or silu'(gate); silu(gate)
-    tensor up_out_;
+    tensor h_, a_, g_;  // up(x), the activation, gate(x): reused buffers (h_ is read by backward)
+    // What backward needs (training only): gelu'(h) or silu'(gate), and silu(gate).
+    [[no_unique_address]] training_only<Policy, std::vector<float>> d1_{}, silu_{};
+    // The frozen instantiation's scratch for the same values (nobody reads them afterwards).
+    [[no_unique_address]] std::conditional_t<trainable, detail::empty, std::vector<float>> scratch_{}, scratch2_{};
 };
 
 }  // namespace tern

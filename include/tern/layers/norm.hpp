@@ -137,6 +137,8 @@ public:
         return {{"kind", kind()}, {"features", features_}, {"eps", eps_}, {"affine", affine()}};
     }
     void save(layer_writer& w) const { affine_.save(w); }
+    /// Reads the gain (and shift) that save() wrote, for a norm inside another layer.
+    void load_parameters(const layer_reader& r) { affine_.load(r); }
     static layer_norm load(const layer_reader& r) {
         const double eps = r.number_field("eps");
         if (!(eps > 0.0 && eps < 1.0)) r.fail("field 'eps': expected a number in (0, 1), found ", eps);
@@ -223,6 +225,8 @@ public:
         return {{"kind", kind()}, {"features", features_}, {"eps", eps_}, {"affine", affine()}};
     }
     void save(layer_writer& w) const { affine_.save(w); }
+    /// Reads the gain (and shift) that save() wrote, for a norm inside another layer.
+    void load_parameters(const layer_reader& r) { affine_.load(r); }
     static rms_norm load(const layer_reader& r) {
         const double eps = r.number_field("eps");
         if (!(eps > 0.0 && eps < 1.0)) r.fail("field 'eps': expected a number in (0, 1), found ", eps);

@@ -22,6 +22,7 @@
 #include "linear.hpp"
 #include "mlp_block.hpp"
 #include "norm.hpp"
+#include "frozen_projection.hpp"
 #include "pinned.hpp"
 
 namespace tern {
@@ -48,6 +49,16 @@ public:
     }
     std::string describe() const {
         return std::visit([](const auto& n) { return n.describe(); }, norm_);
+    }
+    norm_kind kind() const { return std::holds_alternative<rms_norm>(norm_) ? norm_kind::rms : norm_kind::layer; }
+    void save(layer_writer& w) const {
+        std::visit([&](const auto& n) { n.save(w); }, norm_);
+    }
+    void load_parameters(const layer_reader& r) {
+        std::visit([&](auto& n) { n.load_parameters(r); }, norm_);
+    }
+    std::size_t parameter_bytes() const {
+        return std::visit([](const auto& n) { return n.parameter_bytes(); }, norm_);
     }
     /// Calls @p fn with the norm inside (an rms_norm or a layer_norm).
     template <class Fn>
@@ -77,10 +88,13 @@ template <class Policy, int ActBits = 8>
 class decoder_block {
 public:
     using policy = Policy;
+    /// False for the frozen instantiation (tern::frozen<P>): forward only, no training state.
+    static constexpr bool trainable = trainable_policy<Policy>;
     template <class T>
     using transform = decoder_block<typename T::template apply<Policy>, ActBits>;
 
     explicit decoder_block(const block_options& o)
+        requires trainable
         : opt_(normalized(o)), norm1_(o.norm, o.d_model), attn_(o.d_model, o.heads, {.rotary = o.rotary}),
           norm2_(o.norm, o.d_model), mlp_(o.d_model, opt_.mlp_hidden, o.mlp) {}
 
@@ -106,7 +120,9 @@ public:
         return y;
     }
 
-    tensor backward(const tensor& grad_output) {
+    tensor backward(const tensor& grad_output)
+        requires trainable
+    {
         tensor dh = norm2_.backward(mlp_.backward(grad_output));
         add_into(dh, grad_output);
         tensor dx = norm1_.backward(attn_.backward(dh));
@@ -114,15 +130,57 @@ public:
         return dx;
     }
 
-    void collect_parameters(parameter_list& out, const std::string& prefix) {
+    void collect_parameters(parameter_list& out, const std::string& prefix)
+        requires trainable
+    {
         norm1_.collect_parameters(out, prefix + "norm1.");
         attn_.collect_parameters(out, prefix + "attn.");
         norm2_.collect_parameters(out, prefix + "norm2.");
         mlp_.collect_parameters(out, prefix + "mlp.");
     }
-    void set_quant_strength(float lambda) {
+    void set_quant_strength(float lambda)
+        requires trainable
+    {
         attn_.set_quant_strength(lambda);
         mlp_.set_quant_strength(lambda);
+    }
+
+    /// Frozen: the parts' tensors under "norm1.", "attn.", "norm2.", "mlp." (as the parameters).
+    void save(layer_writer& w) const
+        requires(!trainable)
+    {
+        layer_writer n1 = w.nested("norm1"), a = w.nested("attn"), n2 = w.nested("norm2"), m = w.nested("mlp");
+        norm1_.save(n1);
+        attn_.save(a);
+        norm2_.save(n2);
+        mlp_.save(m);
+    }
+    /// Frozen: what save() wrote, for a block of shape @p o (mlp_hidden resolved).
+    static decoder_block load(const layer_reader& r, const block_options& o)
+        requires(!trainable)
+    {
+        any_norm n1(o.norm, o.d_model), n2(o.norm, o.d_model);
+        n1.load_parameters(r.sub("norm1"));
+        n2.load_parameters(r.sub("norm2"));
+        return decoder_block(
+            o, std::move(n1),
+            causal_self_attention<Policy, ActBits>::load(r.sub("attn"), o.d_model, o.heads, {.rotary = o.rotary}),
+            std::move(n2), mlp_block<Policy, ActBits>::load(r.sub("mlp"), o.d_model, o.mlp_hidden, o.mlp));
+    }
+    std::size_t parameter_bytes() const
+        requires(!trainable)
+    {
+        return norm1_.parameter_bytes() + attn_.parameter_bytes() + norm2_.parameter_bytes() + mlp_.parameter_bytes();
+    }
+    std::size_t packed_weights() const
+        requires(!trainable)
+    {
+        return attn_.packed_weights() + mlp_.packed_weights();
+    }
+    std::size_t packed_bytes() const
+        requires(!trainable)
+    {
+        return attn_.packed_bytes() + mlp_.packed_bytes();
     }
 
     std::string describe() const {
@@ -137,6 +195,10 @@ public:
     const mlp_block<Policy, ActBits>& mlp() const { return mlp_; }
 
 private:
+    decoder_block(const block_options& o, any_norm n1, causal_self_attention<Policy, ActBits> attn, any_norm n2,
+                  mlp_block<Policy, ActBits> mlp)
+        : opt_(o), norm1_(std::move(n1)), attn_(std::move(attn)), norm2_(std::move(n2)), mlp_(std::move(mlp)) {}
+
     static block_options normalized(block_options o) {
         if (o.mlp_hidden == 0) o.mlp_hidden = 4 * o.d_model;
         return o;
@@ -196,6 +258,51 @@ inline int sample_token(const float* logits, std::size_t vocab, const sample_opt
     return cand[pick(rng)].second;
 }
 
+namespace detail {
+
+/// The generation loop of every language model (decoder_lm::generate, tern::generate_tokens on a
+/// run-time model): @p model follows the incremental protocol (begin_sequence(batch, capacity),
+/// forward(ids [1, t]) -> logits [1, t, vocab] continuing the sequence, end_sequence()). When the
+/// context fills up, the cache is rebuilt from the last context / 2 tokens.
+template <class Model>
+std::vector<int> generate_with(Model& model, std::size_t context, const std::vector<int>& prompt, std::size_t count,
+                               const sample_options& options, const std::function<void(int)>& on_token) {
+    require(!prompt.empty(), "generate: expected a non-empty prompt");
+    std::mt19937_64 rng(options.seed);
+    std::vector<int> seq = prompt, out;
+    std::size_t cached = 0;
+    tensor ids;
+    const auto prefill = [&](std::size_t keep) {
+        model.begin_sequence(1, context);
+        const std::size_t start = seq.size() - std::min(seq.size(), keep);
+        ids.resize({1, seq.size() - start});
+        for (std::size_t i = start; i < seq.size(); ++i) ids.data()[i - start] = float(seq[i]);
+        cached = seq.size() - start;
+        return tensor(model.forward(ids));
+    };
+    tensor logits = prefill(context);
+    for (std::size_t n = 0; n < count; ++n) {
+        const std::size_t vocab = logits.shape().back(), rows = logits.size() / vocab;
+        const int next = sample_token(logits.data() + (rows - 1) * vocab, vocab, options, rng);
+        seq.push_back(next);
+        out.push_back(next);
+        if (on_token) on_token(next);
+        if (n + 1 == count) break;
+        if (cached >= context) {
+            logits = prefill(std::max<std::size_t>(1, context / 2));
+        } else {
+            ids.resize({1, 1});
+            ids.data()[0] = float(next);
+            ++cached;
+            logits = model.forward(ids);
+        }
+    }
+    model.end_sequence();
+    return out;
+}
+
+}  // namespace detail
+
 /// @brief Decoder-only transformer LM: token embedding (+ learned positions), pre-norm
 /// decoder blocks, a final norm and a head to vocabulary logits.
 ///
@@ -211,19 +318,18 @@ class decoder_lm {
 public:
     using policy = Policy;
     static constexpr int activation_bits = ActBits;
+    /// False for the frozen instantiation (tern::frozen<P>): forward only, no training state.
+    static constexpr bool trainable = trainable_policy<Policy>;
     template <class T>
     using transform = decoder_lm<typename T::template apply<Policy>, ActBits>;
-    using full_precision_head = pinned<linear<fp32>>;
+    /// The full-precision head: pinned to fp32 in training, frozen fp32 in a frozen model.
+    using full_precision_head = std::conditional_t<trainable, pinned<linear<fp32>>, linear<frozen<fp32>>>;
 
     explicit decoder_lm(const lm_config& c)
+        requires trainable
         : cfg_(checked(c)), tok_(c.vocab, c.d_model), norm_(c.norm, c.d_model) {
         if (c.positions == position_kind::learned) pos_.emplace(c.context, c.d_model);
-        const block_options bo{.d_model = c.d_model,
-                               .heads = c.heads,
-                               .mlp_hidden = c.mlp_hidden,
-                               .mlp = c.mlp,
-                               .norm = c.norm,
-                               .rotary = c.positions == position_kind::rotary};
+        const block_options bo = block_shape(c);
         blocks_.reserve(c.layers);
         for (std::size_t i = 0; i < c.layers; ++i) blocks_.emplace_back(bo);
         if (c.quantized_head) head_q_.emplace(c.d_model, c.vocab, false);
@@ -233,13 +339,16 @@ public:
     /// The same model in another policy: every parameter copied exactly (continual QAT).
     template <class Q, int B>
     explicit decoder_lm(const decoder_lm<Q, B>& other)
-        : cfg_(other.config()), tok_(other.token_embedding()), pos_(other.positions()), norm_(other.final_norm()),
+        : cfg_(other.settings()), tok_(other.token_embedding()), pos_(other.positions()), norm_(other.final_norm()),
           head_fp_(other.head_fp()) {
         for (const auto& b : other.blocks()) blocks_.emplace_back(b);
         if (other.head_quantized()) head_q_.emplace(*other.head_quantized());
     }
 
+    /// Logits [B, T, vocab] of ids [B, T]; between begin_sequence() and end_sequence(), the next
+    /// tokens of the sequences begun (forward_cached).
     tensor forward(const tensor& ids) {
+        if (incremental_) return forward_cached(ids);
         check_ids(ids, cfg_.context);
         tensor x = tok_.forward(ids);
         if (pos_) x = pos_->forward(x);
@@ -247,7 +356,9 @@ public:
         return head_forward(norm_.forward(x));
     }
 
-    tensor backward(const tensor& grad_logits) {
+    tensor backward(const tensor& grad_logits)
+        requires trainable
+    {
         tensor g = norm_.backward(head_fp_ ? head_fp_->backward(grad_logits) : head_q_->backward(grad_logits));
         for (std::size_t i = blocks_.size(); i-- > 0;) g = blocks_[i].backward(g);
         if (pos_) g = pos_->backward(g);
@@ -276,46 +387,149 @@ public:
         return head_forward(norm_.forward(x));
     }
 
+    /// Starts incremental inference: until end_sequence(), forward() continues @p batch sequences
+    /// of up to @p capacity tokens (at most the context) with the key/value caches.
+    void begin_sequence(std::size_t batch, std::size_t capacity) {
+        detail::require(capacity <= cfg_.context, "decoder_lm: a sequence of ", capacity,
+                        " tokens exceeds the context (", cfg_.context, ")");
+        reset_cache(batch);
+        incremental_ = true;
+    }
+    /// Leaves incremental inference and frees the caches.
+    void end_sequence() {
+        incremental_ = false;
+        caches_.clear();
+    }
+
     /// Continues @p prompt by @p count sampled tokens using the KV cache; calls @p on_token with each.
     /// When the context fills up, the cache is rebuilt from the last context / 2 tokens.
     /// @throws tern::error for an empty prompt or ids outside the vocabulary.
     std::vector<int> generate(const std::vector<int>& prompt, std::size_t count, const sample_options& options = {},
                               const std::function<void(int)>& on_token = {}) {
-        detail::require(!prompt.empty(), "decoder_lm::generate: expected a non-empty prompt");
-        std::mt19937_64 rng(options.seed);
-        std::vector<int> seq = prompt, out;
-        const auto prefill = [&](std::size_t keep) {
-            reset_cache(1);
-            const std::size_t start = seq.size() - std::min(seq.size(), keep);
-            tensor ids(shape_t{1, seq.size() - start});
-            for (std::size_t i = start; i < seq.size(); ++i) ids.data()[i - start] = float(seq[i]);
-            return forward_cached(ids);
-        };
-        tensor logits = prefill(cfg_.context);
-        for (std::size_t n = 0; n < count; ++n) {
-            const std::size_t rows = logits.size() / cfg_.vocab;
-            const int next = sample_token(logits.data() + (rows - 1) * cfg_.vocab, cfg_.vocab, options, rng);
-            seq.push_back(next);
-            out.push_back(next);
-            if (on_token) on_token(next);
-            if (n + 1 == count) break;
-            if (cached_length() >= cfg_.context) {
-                logits = prefill(std::max<std::size_t>(1, cfg_.context / 2));
-            } else {
-                tensor one(shape_t{1, 1});
-                one.data()[0] = float(next);
-                logits = forward_cached(one);
-            }
-        }
-        return out;
+        return detail::generate_with(*this, cfg_.context, prompt, count, options, on_token);
     }
 
-    parameter_list parameters() {
+    /// @name Saving and loading the frozen model (see io/layer_io.hpp)
+    /// @{
+    static constexpr const char* kind() { return "decoder_lm"; }
+    /// Sizes, kinds (norm, mlp, positions), the head's precision, eps and the rotary base, the
+    /// policy and activation bits: everything the tensors do not say.
+    nlohmann::json config() const {
+        nlohmann::json c = {{"kind", kind()},
+                            {"vocab", cfg_.vocab},
+                            {"d_model", cfg_.d_model},
+                            {"layers", cfg_.layers},
+                            {"heads", cfg_.heads},
+                            {"context", cfg_.context},
+                            {"hidden", blocks_.empty() ? std::size_t(0) : blocks_[0].mlp().hidden()},
+                            {"mlp", mlp_kind_name(cfg_.mlp)},
+                            {"norm", cfg_.norm == norm_kind::rms ? "rms_norm" : "layer_norm"},
+                            {"norm_eps", norm_eps},
+                            {"positions", cfg_.positions == position_kind::learned ? "learned" : "rotary"},
+                            {"rotary_base", attention_options{}.rotary_base},
+                            {"quantized_head", cfg_.quantized_head},
+                            {"policy", std::string(Policy::name)},
+                            {"activation_bits", ActBits}};
+        return c;
+    }
+    /// Tensors named as the parameters: "tok.weight", "pos.weight", "blocks.<i>.<...>", "norm.<...>",
+    /// "head.<...>" (packed projections as linear saves them).
+    void save(layer_writer& w) const
+        requires(!trainable)
+    {
+        w.put("tok.weight", tok_.weight);
+        if (pos_) w.put("pos.weight", pos_->weight);
+        for (std::size_t i = 0; i < blocks_.size(); ++i) {
+            layer_writer bw = w.nested("blocks").nested(std::to_string(i));
+            blocks_[i].save(bw);
+        }
+        layer_writer nw = w.nested("norm"), hw = w.nested("head");
+        norm_.save(nw);
+        if (head_fp_) head_fp_->save(hw);
+        else head_q_->save(hw);
+    }
+    /// Rebuilds the frozen model from its configuration and tensors, checking every field.
+    static decoder_lm load(const layer_reader& r)
+        requires(!trainable)
+    {
+        lm_config c;
+        c.vocab = r.size_field("vocab", 1, std::size_t{1} << 24);
+        c.d_model = r.size_field("d_model", 1, std::size_t{1} << 16);
+        c.layers = r.size_field("layers", 1, 4096);
+        c.heads = r.size_field("heads", 1, c.d_model);
+        c.context = r.size_field("context", 1, std::size_t{1} << 20);
+        c.mlp_hidden = r.size_field("hidden", 1, std::size_t{1} << 18);
+        const std::string mlp = r.string_field("mlp"), norm = r.string_field("norm"),
+                          positions = r.string_field("positions");
+        if (mlp != "gelu" && mlp != "swiglu") r.fail("field 'mlp': expected \"gelu\" or \"swiglu\", found \"", mlp.substr(0, 40), "\"");
+        if (norm != "rms_norm" && norm != "layer_norm")
+            r.fail("field 'norm': expected \"rms_norm\" or \"layer_norm\", found \"", norm.substr(0, 40), "\"");
+        if (positions != "learned" && positions != "rotary")
+            r.fail("field 'positions': expected \"learned\" or \"rotary\", found \"", positions.substr(0, 40), "\"");
+        c.mlp = mlp == "gelu" ? mlp_kind::gelu : mlp_kind::swiglu;
+        c.norm = norm == "rms_norm" ? norm_kind::rms : norm_kind::layer;
+        c.positions = positions == "learned" ? position_kind::learned : position_kind::rotary;
+        c.quantized_head = r.bool_field("quantized_head");
+        if (r.number_field("norm_eps") != double(norm_eps))
+            r.fail("field 'norm_eps': this tern's norms use ", norm_eps, ", found ", r.number_field("norm_eps"));
+        if (r.number_field("rotary_base") != double(attention_options{}.rotary_base))
+            r.fail("field 'rotary_base': this tern uses ", attention_options{}.rotary_base, ", found ",
+                   r.number_field("rotary_base"));
+        try {
+            c = checked(c);
+        } catch (const error& e) {
+            r.fail(e.what());
+        }
+        decoder_lm m(c, embedding::from_table(r.f32("tok.weight", {c.vocab, c.d_model})));
+        if (c.positions == position_kind::learned)
+            m.pos_.emplace(learned_positions::from_table(r.f32("pos.weight", {c.context, c.d_model})));
+        const block_options bo = block_shape(c);
+        for (std::size_t i = 0; i < c.layers; ++i)
+            m.blocks_.push_back(decoder_block<Policy, ActBits>::load(r.sub("blocks." + std::to_string(i)), bo));
+        m.norm_.load_parameters(r.sub("norm"));
+        if (c.quantized_head) m.head_q_.emplace(linear<Policy, ActBits>::load(r.sub("head"), c.d_model, c.vocab, false));
+        else m.head_fp_.emplace(full_precision_head::load(r.sub("head"), c.d_model, c.vocab, false));
+        return m;
+    }
+    /// Input: token ids; output: logits over the vocabulary.
+    feature_info propagate(feature_info, const std::string&) const { return {cfg_.vocab, 0}; }
+    std::size_t parameter_bytes() const
+        requires(!trainable)
+    {
+        std::size_t n = (tok_.weight.size() + (pos_ ? pos_->weight.size() : 0)) * sizeof(float) + norm_.parameter_bytes();
+        for (const auto& b : blocks_) n += b.parameter_bytes();
+        return n + (head_fp_ ? head_fp_->parameter_bytes() : head_q_->parameter_bytes());
+    }
+    std::size_t packed_weights() const
+        requires(!trainable)
+    {
+        std::size_t n = head_q_ ? head_q_->packed_weights() : 0;
+        for (const auto& b : blocks_) n += b.packed_weights();
+        return n;
+    }
+    std::size_t packed_bytes() const
+        requires(!trainable)
+    {
+        std::size_t n = head_q_ ? head_q_->packed_bytes() : 0;
+        for (const auto& b : blocks_) n += b.packed_bytes();
+        return n;
+    }
+    /// @}
+
+    /// The eps of every norm of the model (PyTorch's default).
+    static constexpr float norm_eps = 1e-5f;
+
+public:
+    parameter_list parameters()
+        requires trainable
+    {
         parameter_list out;
         collect_parameters(out, "");
         return out;
     }
-    void collect_parameters(parameter_list& out, const std::string& prefix) {
+    void collect_parameters(parameter_list& out, const std::string& prefix)
+        requires trainable
+    {
         tok_.collect_parameters(out, prefix + "tok.");
         if (pos_) pos_->collect_parameters(out, prefix + "pos.");
         for (std::size_t i = 0; i < blocks_.size(); ++i)
@@ -324,9 +538,15 @@ public:
         if (head_fp_) head_fp_->collect_parameters(out, prefix + "head.");
         else head_q_->collect_parameters(out, prefix + "head.");
     }
-    void zero_grad() { zero_gradients(parameters()); }
+    void zero_grad()
+        requires trainable
+    {
+        zero_gradients(parameters());
+    }
     void set_training(bool) {}  // no dropout: the same computation in training and evaluation
-    void set_quant_strength(float lambda) {
+    void set_quant_strength(float lambda)
+        requires trainable
+    {
         for (auto& b : blocks_) b.set_quant_strength(lambda);
         if (head_q_) head_q_->set_quant_strength(lambda);
     }
@@ -346,7 +566,8 @@ public:
         return s;
     }
 
-    const lm_config& config() const { return cfg_; }
+    /// The sizes and kinds the model was built with.
+    const lm_config& settings() const { return cfg_; }
     const embedding& token_embedding() const { return tok_; }
     const std::optional<learned_positions>& positions() const { return pos_; }
     const std::vector<decoder_block<Policy, ActBits>>& blocks() const { return blocks_; }
@@ -356,6 +577,18 @@ public:
     const std::optional<linear<Policy, ActBits>>& head_quantized() const { return head_q_; }
 
 private:
+    /// For load: the configuration and token table; the rest is filled in.
+    decoder_lm(const lm_config& c, embedding tok) : cfg_(c), tok_(std::move(tok)), norm_(c.norm, c.d_model) {}
+
+    static block_options block_shape(const lm_config& c) {
+        return {.d_model = c.d_model,
+                .heads = c.heads,
+                .mlp_hidden = c.mlp_hidden ? c.mlp_hidden : 4 * c.d_model,
+                .mlp = c.mlp,
+                .norm = c.norm,
+                .rotary = c.positions == position_kind::rotary};
+    }
+
     static lm_config checked(lm_config c) {
         detail::require(c.vocab > 0 && c.d_model > 0 && c.layers > 0 && c.context > 0,
                         "decoder_lm: expected positive vocab, d_model, layers and context");
@@ -382,6 +615,7 @@ private:
     std::optional<full_precision_head> head_fp_;
     std::optional<linear<Policy, ActBits>> head_q_;
     std::vector<kv_cache> caches_;
+    bool incremental_ = false;
 };
 
 }  // namespace tern
