@@ -1929,8 +1929,9 @@ inline void sgemm(bool transpose_a, bool transpose_b, std::size_t M, std::size_t
 ///   - `tensor backward(const tensor& grad_output)`: accumulates parameter gradients and returns
 ///     the gradient with respect to the input of the last forward call;
 ///   - `std::string describe() const`: a one-line description used in checkpoints.
-/// Optional members, found with `if constexpr (requires ...)`:
-///   - `void collect_parameters(parameter_list&, const std::string& prefix)`;
+/// and either `void collect_parameters(parameter_list&, const std::string& prefix)` or
+/// `static constexpr bool parameter_free = true` (checked at compile time, so a misspelt member
+/// cannot leave a layer silently untrained). Optional members, found with `if constexpr (requires ...)`:
 ///   - `void set_training(bool)` (dropout, batch norm);
 ///   - `void set_quant_strength(float)` (quantized layers: the lambda of the spec);
 ///   - `void backward_parameters(const tensor& grad_output)`: backward without the input gradient,
@@ -1982,9 +1983,23 @@ struct to_frozen {
 
 namespace detail {
 
+/// A layer that says it holds no parameters (`static constexpr bool parameter_free = true`).
+template <class L>
+concept parameter_free_layer = requires {
+    requires L::parameter_free;
+};
+
 template <class L>
 void collect_parameters_of(L& l, parameter_list& out, const std::string& prefix) {
-    if constexpr (requires { l.collect_parameters(out, prefix); }) l.collect_parameters(out, prefix);
+    // Every trainable layer either lists its parameters or declares that it has none, so a
+    // misspelt collect_parameters is a compile error instead of a layer that silently trains nothing.
+    if constexpr (requires { l.collect_parameters(out, prefix); }) {
+        l.collect_parameters(out, prefix);
+    } else {
+        static_assert(parameter_free_layer<L>,
+                      "tern: a layer must list its parameters (collect_parameters(parameter_list&, const "
+                      "std::string&)) or declare `static constexpr bool parameter_free = true`");
+    }
 }
 
 template <class L>
@@ -5384,6 +5399,7 @@ void map_gradients(const float* __restrict in, const float* __restrict g, float*
 template <class Derived>
 class elementwise {
 public:
+    static constexpr bool parameter_free = true;
     void forward(const tensor& x, tensor& y) {
         input_ = x;
         if (y.shape() != x.shape()) y.resize(to_shape(x.shape()));
@@ -5421,6 +5437,7 @@ private:
 /// element, written in forward and read again in backward) it keeps a 1-byte mask x > 0: ReLU
 /// layers sit on the largest activations of a CNN, where this traffic is most of their cost.
 struct relu {
+    static constexpr bool parameter_free = true;
     static constexpr const char* label = "relu";
     static float value(float x) { return x > 0.0f ? x : 0.0f; }
     static float derivative(float x) { return x > 0.0f ? 1.0f : 0.0f; }
@@ -5779,6 +5796,7 @@ namespace tern {
 
 /// @brief The identity layer.
 struct identity {
+    static constexpr bool parameter_free = true;
     identity() = default;
     /// The frozen form of a layer that is the identity at inference (it declares
     /// `static constexpr bool identity_when_frozen = true`).
@@ -5802,6 +5820,7 @@ class dropout {
 public:
     /// Dropout does nothing at inference: tern::freeze drops it (its frozen form is identity).
     static constexpr bool identity_when_frozen = true;
+    static constexpr bool parameter_free = true;
     template <class T>
     using transform = std::conditional_t<T::freezing, identity, dropout>;
 
@@ -5859,6 +5878,7 @@ namespace tern {
 /// @brief Keeps the first axis and merges the rest.
 class flatten {
 public:
+    static constexpr bool parameter_free = true;
     tensor forward(const tensor& x) {
         detail::require(x.dimension() >= 1, "flatten: expected a tensor with a batch axis, got a scalar");
         input_shape_ = detail::to_shape(x.shape());
@@ -6617,6 +6637,7 @@ inline void pool_range(std::size_t o, std::size_t n, std::size_t k, std::size_t 
 /// Shared geometry and checks of the windowed pooling layers.
 class pool_window {
 public:
+    static constexpr bool parameter_free = true;
     pool_window(const char* name, std::size_t kernel, std::size_t stride, std::size_t padding)
         : name_(name), k_(kernel), s_(stride == 0 ? kernel : stride), p_(padding) {
         require(kernel > 0, name, ": expected a kernel size of at least 1, got 0");
@@ -6853,6 +6874,7 @@ public:
 /// @throws tern::error for an input that is not [B, C, H, W] with H, W >= 1.
 class global_avg_pool2d {
 public:
+    static constexpr bool parameter_free = true;
     tensor forward(const tensor& x) {
         detail::require(x.dimension() == 4 && x.shape()[2] > 0 && x.shape()[3] > 0,
                         "global_avg_pool2d: expected input [B, C, H, W] (NCHW) with H, W >= 1, got shape ",
@@ -9757,6 +9779,7 @@ layer_list load_layers(const nlohmann::json& arr, MakeReader&& make_reader) {
 /// shortcut of a residual, so that tern::residual itself is what runs.
 class runtime_sequence {
 public:
+    static constexpr bool parameter_free = true;  // forward-only: its layers hold frozen parameters
     runtime_sequence() = default;
     explicit runtime_sequence(layer_list layers) : layers_(std::move(layers)) {}
 

@@ -192,6 +192,7 @@ layer_list load_layers(const nlohmann::json& arr, MakeReader&& make_reader) {
 /// shortcut of a residual, so that tern::residual itself is what runs.
 class runtime_sequence {
 public:
+    static constexpr bool parameter_free = true;  // forward-only: its layers hold frozen parameters
     runtime_sequence() = default;
     explicit runtime_sequence(layer_list layers) : layers_(std::move(layers)) {}
 

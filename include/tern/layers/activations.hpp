@@ -41,6 +41,7 @@ void map_gradients(const float* __restrict in, const float* __restrict g, float*
 template <class Derived>
 class elementwise {
 public:
+    static constexpr bool parameter_free = true;
     void forward(const tensor& x, tensor& y) {
         input_ = x;
         if (y.shape() != x.shape()) y.resize(to_shape(x.shape()));
@@ -78,6 +79,7 @@ private:
 /// element, written in forward and read again in backward) it keeps a 1-byte mask x > 0: ReLU
 /// layers sit on the largest activations of a CNN, where this traffic is most of their cost.
 struct relu {
+    static constexpr bool parameter_free = true;
     static constexpr const char* label = "relu";
     static float value(float x) { return x > 0.0f ? x : 0.0f; }
     static float derivative(float x) { return x > 0.0f ? 1.0f : 0.0f; }

@@ -20,6 +20,7 @@ class dropout {
 public:
     /// Dropout does nothing at inference: tern::freeze drops it (its frozen form is identity).
     static constexpr bool identity_when_frozen = true;
+    static constexpr bool parameter_free = true;
     template <class T>
     using transform = std::conditional_t<T::freezing, identity, dropout>;
 

@@ -12,6 +12,7 @@ namespace tern {
 /// @brief Keeps the first axis and merges the rest.
 class flatten {
 public:
+    static constexpr bool parameter_free = true;
     tensor forward(const tensor& x) {
         detail::require(x.dimension() >= 1, "flatten: expected a tensor with a batch axis, got a scalar");
         input_shape_ = detail::to_shape(x.shape());

@@ -11,6 +11,7 @@ namespace tern {
 
 /// @brief The identity layer.
 struct identity {
+    static constexpr bool parameter_free = true;
     identity() = default;
     /// The frozen form of a layer that is the identity at inference (it declares
     /// `static constexpr bool identity_when_frozen = true`).

@@ -7,8 +7,9 @@
 ///   - `tensor backward(const tensor& grad_output)`: accumulates parameter gradients and returns
 ///     the gradient with respect to the input of the last forward call;
 ///   - `std::string describe() const`: a one-line description used in checkpoints.
-/// Optional members, found with `if constexpr (requires ...)`:
-///   - `void collect_parameters(parameter_list&, const std::string& prefix)`;
+/// and either `void collect_parameters(parameter_list&, const std::string& prefix)` or
+/// `static constexpr bool parameter_free = true` (checked at compile time, so a misspelt member
+/// cannot leave a layer silently untrained). Optional members, found with `if constexpr (requires ...)`:
 ///   - `void set_training(bool)` (dropout, batch norm);
 ///   - `void set_quant_strength(float)` (quantized layers: the lambda of the spec);
 ///   - `void backward_parameters(const tensor& grad_output)`: backward without the input gradient,
@@ -63,9 +64,23 @@ struct to_frozen {
 
 namespace detail {
 
+/// A layer that says it holds no parameters (`static constexpr bool parameter_free = true`).
+template <class L>
+concept parameter_free_layer = requires {
+    requires L::parameter_free;
+};
+
 template <class L>
 void collect_parameters_of(L& l, parameter_list& out, const std::string& prefix) {
-    if constexpr (requires { l.collect_parameters(out, prefix); }) l.collect_parameters(out, prefix);
+    // Every trainable layer either lists its parameters or declares that it has none, so a
+    // misspelt collect_parameters is a compile error instead of a layer that silently trains nothing.
+    if constexpr (requires { l.collect_parameters(out, prefix); }) {
+        l.collect_parameters(out, prefix);
+    } else {
+        static_assert(parameter_free_layer<L>,
+                      "tern: a layer must list its parameters (collect_parameters(parameter_list&, const "
+                      "std::string&)) or declare `static constexpr bool parameter_free = true`");
+    }
 }
 
 template <class L>

@@ -29,6 +29,7 @@ inline void pool_range(std::size_t o, std::size_t n, std::size_t k, std::size_t 
 /// Shared geometry and checks of the windowed pooling layers.
 class pool_window {
 public:
+    static constexpr bool parameter_free = true;
     pool_window(const char* name, std::size_t kernel, std::size_t stride, std::size_t padding)
         : name_(name), k_(kernel), s_(stride == 0 ? kernel : stride), p_(padding) {
         require(kernel > 0, name, ": expected a kernel size of at least 1, got 0");
@@ -265,6 +266,7 @@ public:
 /// @throws tern::error for an input that is not [B, C, H, W] with H, W >= 1.
 class global_avg_pool2d {
 public:
+    static constexpr bool parameter_free = true;
     tensor forward(const tensor& x) {
         detail::require(x.dimension() == 4 && x.shape()[2] > 0 && x.shape()[3] > 0,
                         "global_avg_pool2d: expected input [B, C, H, W] (NCHW) with H, W >= 1, got shape ",
