@@ -2841,6 +2841,18 @@ const float* prepare_input(const float* x, std::size_t T, std::size_t K, float* 
     return x;
 }
 
+/// The storage figures of a layer built on a frozen projection (linear, conv2d), for the run-time
+/// model: @p Layer has core() returning its projection<frozen<P>>.
+template <class Layer>
+struct frozen_storage {
+    std::size_t parameter_bytes() const { return core().parameter_bytes(); }
+    std::size_t packed_weights() const { return core().packed_weight_count(); }
+    std::size_t packed_bytes() const { return core().packed_bytes(); }
+
+private:
+    const auto& core() const { return static_cast<const Layer&>(*this).core(); }
+};
+
 /// The training projection (below) keeps shadow weights and what backward needs; the frozen one,
 /// projection<frozen<P>, ActBits> (layers/frozen_projection.hpp, included by deploy/freeze.hpp),
 /// keeps the packed or full-precision weights alone.
@@ -2980,7 +2992,8 @@ namespace tern {
 /// @tparam ActBits activation bits, 2..16, or float_activations (8 by default).
 /// @throws tern::error from forward/backward when the input's last axis is not in_features.
 template <class Policy, int ActBits = 8>
-class linear {
+class linear : public std::conditional_t<trainable_policy<Policy>, detail::empty,
+                                         detail::frozen_storage<linear<Policy, ActBits>>> {
     static_assert(quantization_policy<Policy>,
                   "tern::linear: Policy must be a quantization policy (tern::fp32, fp16, absmean_ternary, absmedian_ternary)");
     static_assert(activation_bits<ActBits>,
@@ -3087,21 +3100,6 @@ public:
         detail::require(in.last == 0 || in.last == in_features(), where, ": expects ", in_features(),
                         " input features but the previous layers give ", in.last);
         return {out_features(), in.total && in.last ? in.total / in.last * out_features() : 0};
-    }
-    std::size_t parameter_bytes() const
-        requires(!trainable)
-    {
-        return core_.parameter_bytes();
-    }
-    std::size_t packed_weights() const
-        requires(!trainable)
-    {
-        return core_.packed_weight_count();
-    }
-    std::size_t packed_bytes() const
-        requires(!trainable)
-    {
-        return core_.packed_bytes();
     }
     /// @}
 
@@ -5612,13 +5610,61 @@ private:
     bool affine_, shift_;  // explicit: a default xarray is a 0-d scalar of size 1
 };
 
+/// What layer_norm and rms_norm share: sizes, the affine part, what backward keeps, and the
+/// parameter and file protocol. @p Derived gives forward, backward and kind().
+template <class Derived>
+class norm_layer {
+public:
+    void collect_parameters(parameter_list& out, const std::string& prefix) { affine_.collect(out, prefix); }
+    std::size_t features() const { return features_; }
+    float eps() const { return eps_; }
+    bool affine() const { return affine_.affine(); }
+    std::string describe() const {
+        return std::string(Derived::kind()) + "(" + std::to_string(features_) + (affine() ? ",affine" : "") + ")";
+    }
+
+    /// @name Saving and loading (see io/layer_io.hpp)
+    /// @{
+    nlohmann::json config() const {
+        return {{"kind", Derived::kind()}, {"features", features_}, {"eps", eps_}, {"affine", affine()}};
+    }
+    void save(layer_writer& w) const { affine_.save(w); }
+    /// Reads the gain (and shift) that save() wrote, for a norm inside another layer.
+    void load_parameters(const layer_reader& r) { affine_.load(r); }
+    static Derived load(const layer_reader& r) {
+        const double eps = r.number_field("eps");
+        if (!(eps > 0.0 && eps < 1.0)) r.fail("field 'eps': expected a number in (0, 1), found ", eps);
+        Derived l(r.size_field("features"), r.bool_field("affine"), float(eps));
+        l.load_parameters(r);
+        return l;
+    }
+    feature_info propagate(feature_info in, const std::string& where) const {
+        require(in.last == 0 || in.last == features_, where, ": expects ", features_,
+                " input features but the previous layers give ", in.last);
+        return {features_, in.total};
+    }
+    std::size_t parameter_bytes() const { return affine_.parameter_bytes(); }
+    /// @}
+
+protected:
+    norm_layer(std::size_t features, bool affine, float eps, bool with_shift)
+        : features_(features), eps_(eps), affine_(features, affine, with_shift) {}
+
+    std::size_t features_;
+    float eps_;
+    norm_affine affine_;
+    tensor xn_;
+    std::vector<float> rstd_;
+};
+
 }  // namespace detail
 
 /// @brief LayerNorm over the last axis: (x - mean) / sqrt(var + eps) * gain + shift.
-class layer_norm {
+class layer_norm : public detail::norm_layer<layer_norm> {
 public:
     explicit layer_norm(std::size_t features, bool affine = true, float eps = 1e-5f)
-        : features_(features), eps_(eps), affine_(features, affine, true) {}
+        : norm_layer(features, affine, eps, true) {}
+    static constexpr const char* kind() { return "layer_norm"; }
 
     void forward(const tensor& x, tensor& y) {
         const std::size_t T = detail::token_count(x, features_, "layer_norm");
@@ -5643,52 +5689,14 @@ public:
         normalize_tokens_backward(dx.data(), xn_.data(), rstd_.data(), T, features_, dx.data());
         return dx;
     }
-
-    void collect_parameters(parameter_list& out, const std::string& prefix) { affine_.collect(out, prefix); }
-    std::size_t features() const { return features_; }
-    float eps() const { return eps_; }
-    bool affine() const { return affine_.affine(); }
-    std::string describe() const {
-        return "layer_norm(" + std::to_string(features_) + (affine_.affine() ? ",affine" : "") + ")";
-    }
-
-    /// @name Saving and loading (see io/layer_io.hpp)
-    /// @{
-    static constexpr const char* kind() { return "layer_norm"; }
-    nlohmann::json config() const {
-        return {{"kind", kind()}, {"features", features_}, {"eps", eps_}, {"affine", affine()}};
-    }
-    void save(layer_writer& w) const { affine_.save(w); }
-    /// Reads the gain (and shift) that save() wrote, for a norm inside another layer.
-    void load_parameters(const layer_reader& r) { affine_.load(r); }
-    static layer_norm load(const layer_reader& r) {
-        const double eps = r.number_field("eps");
-        if (!(eps > 0.0 && eps < 1.0)) r.fail("field 'eps': expected a number in (0, 1), found ", eps);
-        layer_norm l(r.size_field("features"), r.bool_field("affine"), float(eps));
-        l.affine_.load(r);
-        return l;
-    }
-    feature_info propagate(feature_info in, const std::string& where) const {
-        detail::require(in.last == 0 || in.last == features_, where, ": expects ", features_,
-                        " input features but the previous layers give ", in.last);
-        return {features_, in.total};
-    }
-    std::size_t parameter_bytes() const { return affine_.parameter_bytes(); }
-    /// @}
-
-private:
-    std::size_t features_;
-    float eps_;
-    detail::norm_affine affine_;
-    tensor xn_;
-    std::vector<float> rstd_;
 };
 
 /// @brief RMSNorm over the last axis: x / sqrt(mean(x^2) + eps) * gain.
-class rms_norm {
+class rms_norm : public detail::norm_layer<rms_norm> {
 public:
     explicit rms_norm(std::size_t features, bool affine = true, float eps = 1e-6f)
-        : features_(features), eps_(eps), affine_(features, affine, false) {}
+        : norm_layer(features, affine, eps, false) {}
+    static constexpr const char* kind() { return "rms_norm"; }
 
     void forward(const tensor& x, tensor& y) {
         const std::size_t T = detail::token_count(x, features_, "rms_norm");
@@ -5731,45 +5739,6 @@ public:
         }
         return dx;
     }
-
-    void collect_parameters(parameter_list& out, const std::string& prefix) { affine_.collect(out, prefix); }
-    std::size_t features() const { return features_; }
-    float eps() const { return eps_; }
-    bool affine() const { return affine_.affine(); }
-    std::string describe() const {
-        return "rms_norm(" + std::to_string(features_) + (affine_.affine() ? ",affine" : "") + ")";
-    }
-
-    /// @name Saving and loading (see io/layer_io.hpp)
-    /// @{
-    static constexpr const char* kind() { return "rms_norm"; }
-    nlohmann::json config() const {
-        return {{"kind", kind()}, {"features", features_}, {"eps", eps_}, {"affine", affine()}};
-    }
-    void save(layer_writer& w) const { affine_.save(w); }
-    /// Reads the gain (and shift) that save() wrote, for a norm inside another layer.
-    void load_parameters(const layer_reader& r) { affine_.load(r); }
-    static rms_norm load(const layer_reader& r) {
-        const double eps = r.number_field("eps");
-        if (!(eps > 0.0 && eps < 1.0)) r.fail("field 'eps': expected a number in (0, 1), found ", eps);
-        rms_norm l(r.size_field("features"), r.bool_field("affine"), float(eps));
-        l.affine_.load(r);
-        return l;
-    }
-    feature_info propagate(feature_info in, const std::string& where) const {
-        detail::require(in.last == 0 || in.last == features_, where, ": expects ", features_,
-                        " input features but the previous layers give ", in.last);
-        return {features_, in.total};
-    }
-    std::size_t parameter_bytes() const { return affine_.parameter_bytes(); }
-    /// @}
-
-private:
-    std::size_t features_;
-    float eps_;
-    detail::norm_affine affine_;
-    tensor xn_;
-    std::vector<float> rstd_;
 };
 
 }  // namespace tern
@@ -6245,7 +6214,8 @@ inline void transpose_block(const float* in, std::size_t P, std::size_t N, float
 /// @throws tern::error on a non-positive size, a zero stride or dilation, an input that is not
 ///         [B, C_in, H, W], or an image smaller than the (dilated) kernel after padding.
 template <class Policy, int ActBits = 8>
-class conv2d {
+class conv2d : public std::conditional_t<trainable_policy<Policy>, detail::empty,
+                                         detail::frozen_storage<conv2d<Policy, ActBits>>> {
     static_assert(quantization_policy<Policy>,
                   "tern::conv2d: Policy must be a quantization policy (tern::fp32, fp16, absmean_ternary, absmedian_ternary)");
     static_assert(activation_bits<ActBits>, "tern::conv2d: ActBits must be in 2..16, or tern::float_activations");
@@ -6418,21 +6388,6 @@ public:
         const std::size_t Wo = detail::conv_out_size(in.last, k_, opt_.stride, opt_.padding, opt_.dilation);
         detail::require(Ho > 0 && Wo > 0, where, ": images of ", H, "x", in.last, " are smaller than the kernel");
         return {Wo, out_ * Ho * Wo};
-    }
-    std::size_t parameter_bytes() const
-        requires(!trainable)
-    {
-        return core_.parameter_bytes();
-    }
-    std::size_t packed_weights() const
-        requires(!trainable)
-    {
-        return core_.packed_weight_count();
-    }
-    std::size_t packed_bytes() const
-        requires(!trainable)
-    {
-        return core_.packed_bytes();
     }
     /// @}
 

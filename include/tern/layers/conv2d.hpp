@@ -229,7 +229,8 @@ inline void transpose_block(const float* in, std::size_t P, std::size_t N, float
 /// @throws tern::error on a non-positive size, a zero stride or dilation, an input that is not
 ///         [B, C_in, H, W], or an image smaller than the (dilated) kernel after padding.
 template <class Policy, int ActBits = 8>
-class conv2d {
+class conv2d : public std::conditional_t<trainable_policy<Policy>, detail::empty,
+                                         detail::frozen_storage<conv2d<Policy, ActBits>>> {
     static_assert(quantization_policy<Policy>,
                   "tern::conv2d: Policy must be a quantization policy (tern::fp32, fp16, absmean_ternary, absmedian_ternary)");
     static_assert(activation_bits<ActBits>, "tern::conv2d: ActBits must be in 2..16, or tern::float_activations");
@@ -402,21 +403,6 @@ public:
         const std::size_t Wo = detail::conv_out_size(in.last, k_, opt_.stride, opt_.padding, opt_.dilation);
         detail::require(Ho > 0 && Wo > 0, where, ": images of ", H, "x", in.last, " are smaller than the kernel");
         return {Wo, out_ * Ho * Wo};
-    }
-    std::size_t parameter_bytes() const
-        requires(!trainable)
-    {
-        return core_.parameter_bytes();
-    }
-    std::size_t packed_weights() const
-        requires(!trainable)
-    {
-        return core_.packed_weight_count();
-    }
-    std::size_t packed_bytes() const
-        requires(!trainable)
-    {
-        return core_.packed_bytes();
     }
     /// @}
 

@@ -20,7 +20,8 @@ namespace tern {
 /// @tparam ActBits activation bits, 2..16, or float_activations (8 by default).
 /// @throws tern::error from forward/backward when the input's last axis is not in_features.
 template <class Policy, int ActBits = 8>
-class linear {
+class linear : public std::conditional_t<trainable_policy<Policy>, detail::empty,
+                                         detail::frozen_storage<linear<Policy, ActBits>>> {
     static_assert(quantization_policy<Policy>,
                   "tern::linear: Policy must be a quantization policy (tern::fp32, fp16, absmean_ternary, absmedian_ternary)");
     static_assert(activation_bits<ActBits>,
@@ -127,21 +128,6 @@ public:
         detail::require(in.last == 0 || in.last == in_features(), where, ": expects ", in_features(),
                         " input features but the previous layers give ", in.last);
         return {out_features(), in.total && in.last ? in.total / in.last * out_features() : 0};
-    }
-    std::size_t parameter_bytes() const
-        requires(!trainable)
-    {
-        return core_.parameter_bytes();
-    }
-    std::size_t packed_weights() const
-        requires(!trainable)
-    {
-        return core_.packed_weight_count();
-    }
-    std::size_t packed_bytes() const
-        requires(!trainable)
-    {
-        return core_.packed_bytes();
     }
     /// @}
 

@@ -90,13 +90,61 @@ private:
     bool affine_, shift_;  // explicit: a default xarray is a 0-d scalar of size 1
 };
 
+/// What layer_norm and rms_norm share: sizes, the affine part, what backward keeps, and the
+/// parameter and file protocol. @p Derived gives forward, backward and kind().
+template <class Derived>
+class norm_layer {
+public:
+    void collect_parameters(parameter_list& out, const std::string& prefix) { affine_.collect(out, prefix); }
+    std::size_t features() const { return features_; }
+    float eps() const { return eps_; }
+    bool affine() const { return affine_.affine(); }
+    std::string describe() const {
+        return std::string(Derived::kind()) + "(" + std::to_string(features_) + (affine() ? ",affine" : "") + ")";
+    }
+
+    /// @name Saving and loading (see io/layer_io.hpp)
+    /// @{
+    nlohmann::json config() const {
+        return {{"kind", Derived::kind()}, {"features", features_}, {"eps", eps_}, {"affine", affine()}};
+    }
+    void save(layer_writer& w) const { affine_.save(w); }
+    /// Reads the gain (and shift) that save() wrote, for a norm inside another layer.
+    void load_parameters(const layer_reader& r) { affine_.load(r); }
+    static Derived load(const layer_reader& r) {
+        const double eps = r.number_field("eps");
+        if (!(eps > 0.0 && eps < 1.0)) r.fail("field 'eps': expected a number in (0, 1), found ", eps);
+        Derived l(r.size_field("features"), r.bool_field("affine"), float(eps));
+        l.load_parameters(r);
+        return l;
+    }
+    feature_info propagate(feature_info in, const std::string& where) const {
+        require(in.last == 0 || in.last == features_, where, ": expects ", features_,
+                " input features but the previous layers give ", in.last);
+        return {features_, in.total};
+    }
+    std::size_t parameter_bytes() const { return affine_.parameter_bytes(); }
+    /// @}
+
+protected:
+    norm_layer(std::size_t features, bool affine, float eps, bool with_shift)
+        : features_(features), eps_(eps), affine_(features, affine, with_shift) {}
+
+    std::size_t features_;
+    float eps_;
+    norm_affine affine_;
+    tensor xn_;
+    std::vector<float> rstd_;
+};
+
 }  // namespace detail
 
 /// @brief LayerNorm over the last axis: (x - mean) / sqrt(var + eps) * gain + shift.
-class layer_norm {
+class layer_norm : public detail::norm_layer<layer_norm> {
 public:
     explicit layer_norm(std::size_t features, bool affine = true, float eps = 1e-5f)
-        : features_(features), eps_(eps), affine_(features, affine, true) {}
+        : norm_layer(features, affine, eps, true) {}
+    static constexpr const char* kind() { return "layer_norm"; }
 
     void forward(const tensor& x, tensor& y) {
         const std::size_t T = detail::token_count(x, features_, "layer_norm");
@@ -121,52 +169,14 @@ public:
         normalize_tokens_backward(dx.data(), xn_.data(), rstd_.data(), T, features_, dx.data());
         return dx;
     }
-
-    void collect_parameters(parameter_list& out, const std::string& prefix) { affine_.collect(out, prefix); }
-    std::size_t features() const { return features_; }
-    float eps() const { return eps_; }
-    bool affine() const { return affine_.affine(); }
-    std::string describe() const {
-        return "layer_norm(" + std::to_string(features_) + (affine_.affine() ? ",affine" : "") + ")";
-    }
-
-    /// @name Saving and loading (see io/layer_io.hpp)
-    /// @{
-    static constexpr const char* kind() { return "layer_norm"; }
-    nlohmann::json config() const {
-        return {{"kind", kind()}, {"features", features_}, {"eps", eps_}, {"affine", affine()}};
-    }
-    void save(layer_writer& w) const { affine_.save(w); }
-    /// Reads the gain (and shift) that save() wrote, for a norm inside another layer.
-    void load_parameters(const layer_reader& r) { affine_.load(r); }
-    static layer_norm load(const layer_reader& r) {
-        const double eps = r.number_field("eps");
-        if (!(eps > 0.0 && eps < 1.0)) r.fail("field 'eps': expected a number in (0, 1), found ", eps);
-        layer_norm l(r.size_field("features"), r.bool_field("affine"), float(eps));
-        l.affine_.load(r);
-        return l;
-    }
-    feature_info propagate(feature_info in, const std::string& where) const {
-        detail::require(in.last == 0 || in.last == features_, where, ": expects ", features_,
-                        " input features but the previous layers give ", in.last);
-        return {features_, in.total};
-    }
-    std::size_t parameter_bytes() const { return affine_.parameter_bytes(); }
-    /// @}
-
-private:
-    std::size_t features_;
-    float eps_;
-    detail::norm_affine affine_;
-    tensor xn_;
-    std::vector<float> rstd_;
 };
 
 /// @brief RMSNorm over the last axis: x / sqrt(mean(x^2) + eps) * gain.
-class rms_norm {
+class rms_norm : public detail::norm_layer<rms_norm> {
 public:
     explicit rms_norm(std::size_t features, bool affine = true, float eps = 1e-6f)
-        : features_(features), eps_(eps), affine_(features, affine, false) {}
+        : norm_layer(features, affine, eps, false) {}
+    static constexpr const char* kind() { return "rms_norm"; }
 
     void forward(const tensor& x, tensor& y) {
         const std::size_t T = detail::token_count(x, features_, "rms_norm");
@@ -209,45 +219,6 @@ public:
         }
         return dx;
     }
-
-    void collect_parameters(parameter_list& out, const std::string& prefix) { affine_.collect(out, prefix); }
-    std::size_t features() const { return features_; }
-    float eps() const { return eps_; }
-    bool affine() const { return affine_.affine(); }
-    std::string describe() const {
-        return "rms_norm(" + std::to_string(features_) + (affine_.affine() ? ",affine" : "") + ")";
-    }
-
-    /// @name Saving and loading (see io/layer_io.hpp)
-    /// @{
-    static constexpr const char* kind() { return "rms_norm"; }
-    nlohmann::json config() const {
-        return {{"kind", kind()}, {"features", features_}, {"eps", eps_}, {"affine", affine()}};
-    }
-    void save(layer_writer& w) const { affine_.save(w); }
-    /// Reads the gain (and shift) that save() wrote, for a norm inside another layer.
-    void load_parameters(const layer_reader& r) { affine_.load(r); }
-    static rms_norm load(const layer_reader& r) {
-        const double eps = r.number_field("eps");
-        if (!(eps > 0.0 && eps < 1.0)) r.fail("field 'eps': expected a number in (0, 1), found ", eps);
-        rms_norm l(r.size_field("features"), r.bool_field("affine"), float(eps));
-        l.affine_.load(r);
-        return l;
-    }
-    feature_info propagate(feature_info in, const std::string& where) const {
-        detail::require(in.last == 0 || in.last == features_, where, ": expects ", features_,
-                        " input features but the previous layers give ", in.last);
-        return {features_, in.total};
-    }
-    std::size_t parameter_bytes() const { return affine_.parameter_bytes(); }
-    /// @}
-
-private:
-    std::size_t features_;
-    float eps_;
-    detail::norm_affine affine_;
-    tensor xn_;
-    std::vector<float> rstd_;
 };
 
 }  // namespace tern

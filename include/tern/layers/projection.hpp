@@ -46,6 +46,18 @@ const float* prepare_input(const float* x, std::size_t T, std::size_t K, float* 
     return x;
 }
 
+/// The storage figures of a layer built on a frozen projection (linear, conv2d), for the run-time
+/// model: @p Layer has core() returning its projection<frozen<P>>.
+template <class Layer>
+struct frozen_storage {
+    std::size_t parameter_bytes() const { return core().parameter_bytes(); }
+    std::size_t packed_weights() const { return core().packed_weight_count(); }
+    std::size_t packed_bytes() const { return core().packed_bytes(); }
+
+private:
+    const auto& core() const { return static_cast<const Layer&>(*this).core(); }
+};
+
 /// The training projection (below) keeps shadow weights and what backward needs; the frozen one,
 /// projection<frozen<P>, ActBits> (layers/frozen_projection.hpp, included by deploy/freeze.hpp),
 /// keeps the packed or full-precision weights alone.
