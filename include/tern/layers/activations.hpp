@@ -85,8 +85,8 @@ struct relu {
     static float derivative(float x) { return x > 0.0f ? 1.0f : 0.0f; }
 
     void forward(const tensor& x, tensor& y) {
-        shape_ = detail::to_shape(x.shape());
-        if (detail::to_shape(y.shape()) != shape_) y.resize(shape_);
+        shape_.assign(x.shape().begin(), x.shape().end());  // no allocation once the shape is steady
+        if (y.shape() != x.shape()) y.resize(shape_);
         const std::size_t n = x.size();
         positive_.resize(n);
         const float* in = x.data();

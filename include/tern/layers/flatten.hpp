@@ -2,6 +2,7 @@
 /// @file layers/flatten.hpp
 /// @brief Flattens [B, d1, d2, ...] to [B, d1*d2*...].
 
+#include <algorithm>
 #include <string>
 
 #include "../io/layer_io.hpp"
@@ -13,12 +14,16 @@ namespace tern {
 class flatten {
 public:
     static constexpr bool parameter_free = true;
-    tensor forward(const tensor& x) {
+    void forward(const tensor& x, tensor& y) {
         detail::require(x.dimension() >= 1, "flatten: expected a tensor with a batch axis, got a scalar");
-        input_shape_ = detail::to_shape(x.shape());
-        const std::size_t batch = input_shape_[0];
-        tensor y = x;
-        y.reshape({batch, batch ? x.size() / batch : 0});
+        input_shape_.assign(x.shape().begin(), x.shape().end());
+        const std::size_t batch = input_shape_[0], per = batch ? x.size() / batch : 0;
+        if (y.dimension() != 2 || y.shape()[0] != batch || y.shape()[1] != per) y.resize({batch, per});
+        std::copy(x.data(), x.data() + x.size(), y.data());
+    }
+    tensor forward(const tensor& x) {
+        tensor y;
+        forward(x, y);
         return y;
     }
 
