@@ -6227,7 +6227,7 @@ public:
     /// @param options  stride, padding, dilation. @param bias  whether to learn a bias per output channel
     ///        (ternary layers default to none).
     conv2d(std::size_t in_channels, std::size_t out_channels, std::size_t kernel, conv2d_options options = {},
-           bool bias = !Policy::ternary)
+           bool bias = !detail::valid_policy_t<Policy>::ternary)
         requires trainable
         : core_(in_channels * kernel * kernel, out_channels, bias), in_(in_channels), out_(out_channels),
           k_(kernel), opt_(options) {
@@ -6422,11 +6422,11 @@ public:
     {
         return core_.bias;
     }
-    const detail::projection<Policy, ActBits>& core() const { return core_; }
-    detail::projection<Policy, ActBits>& core() { return core_; }
+    const auto& core() const { return core_; }
+    auto& core() { return core_; }
 
 private:
-    using core_type = detail::projection<Policy, ActBits>;
+    using core_type = detail::projection<detail::valid_policy_t<Policy>, detail::valid_bits<ActBits>>;
 
     conv2d() = default;  // for load
 
@@ -7430,8 +7430,15 @@ struct attention_options {
 ///         on an input that is not [B, T, d_model].
 template <class Policy, int ActBits = 8>
 class causal_self_attention {
+    static_assert(quantization_policy<Policy>,
+                  "tern::causal_self_attention: Policy must be a quantization policy (tern::fp32, fp16, absmean_ternary, absmedian_ternary)");
+    static_assert(tern::activation_bits<ActBits>,
+                  "tern::causal_self_attention: ActBits must be in 2..16, or tern::float_activations");
+
 public:
     using policy = Policy;
+    /// The q/k/v/o projections: linear<Policy, ActBits> (a wrong Policy stops at the assertion above).
+    using projection_type = linear<detail::valid_policy_t<Policy>, detail::valid_bits<ActBits>>;
     template <class T>
     using transform = causal_self_attention<typename T::template apply<Policy>, ActBits>;
 
@@ -7583,10 +7590,10 @@ public:
     std::size_t heads() const { return heads_; }
     std::size_t head_dim() const { return d_ / heads_; }
     const attention_options& options() const { return opt_; }
-    const linear<Policy, ActBits>& q_proj() const { return q_; }
-    const linear<Policy, ActBits>& k_proj() const { return k_; }
-    const linear<Policy, ActBits>& v_proj() const { return v_; }
-    const linear<Policy, ActBits>& o_proj() const { return o_; }
+    const projection_type& q_proj() const { return q_; }
+    const projection_type& k_proj() const { return k_; }
+    const projection_type& v_proj() const { return v_; }
+    const projection_type& o_proj() const { return o_; }
 
 private:
     void check_input(const tensor& x) const {
@@ -7627,7 +7634,7 @@ private:
             }
     }
 
-    linear<Policy, ActBits> q_, k_, v_, o_;
+    projection_type q_, k_, v_, o_;
     std::size_t d_, heads_;
     attention_options opt_;
     std::size_t B_ = 0, T_ = 0;
@@ -7765,8 +7772,15 @@ void elementwise_parallel(std::size_t n, Fn&& fn) {
 /// @throws tern::error on zero sizes or an input whose last axis is not d_model.
 template <class Policy, int ActBits = 8>
 class mlp_block {
+    static_assert(quantization_policy<Policy>,
+                  "tern::mlp_block: Policy must be a quantization policy (tern::fp32, fp16, absmean_ternary, absmedian_ternary)");
+    static_assert(tern::activation_bits<ActBits>,
+                  "tern::mlp_block: ActBits must be in 2..16, or tern::float_activations");
+
 public:
     using policy = Policy;
+    /// The up/gate/down projections: linear<Policy, ActBits> (a wrong Policy stops at the assertion above).
+    using projection_type = linear<detail::valid_policy_t<Policy>, detail::valid_bits<ActBits>>;
     template <class T>
     using transform = mlp_block<typename T::template apply<Policy>, ActBits>;
 
@@ -7851,14 +7865,14 @@ public:
     }
 
     mlp_kind kind() const { return kind_; }
-    const linear<Policy, ActBits>& up_proj() const { return up_; }
-    const linear<Policy, ActBits>& down_proj() const { return down_; }
-    const std::optional<linear<Policy, ActBits>>& gate_proj() const { return gate_; }
+    const projection_type& up_proj() const { return up_; }
+    const projection_type& down_proj() const { return down_; }
+    const std::optional<projection_type>& gate_proj() const { return gate_; }
 
 private:
     mlp_kind kind_;
-    linear<Policy, ActBits> up_, down_;
-    std::optional<linear<Policy, ActBits>> gate_;
+    projection_type up_, down_;
+    std::optional<projection_type> gate_;
     std::vector<float> d1_, silu_;  // gelu'(h) or silu'(gate); silu(gate)
     tensor up_out_;
 };
@@ -7936,8 +7950,17 @@ struct block_options {
 /// Parameters "norm1.", "attn.", "norm2.", "mlp." (see causal_self_attention and mlp_block).
 template <class Policy, int ActBits = 8>
 class decoder_block {
+    static_assert(quantization_policy<Policy>,
+                  "tern::decoder_block: Policy must be a quantization policy (tern::fp32, fp16, absmean_ternary, absmedian_ternary)");
+    static_assert(tern::activation_bits<ActBits>,
+                  "tern::decoder_block: ActBits must be in 2..16, or tern::float_activations");
+
 public:
     using policy = Policy;
+    /// causal_self_attention<Policy, ActBits> and mlp_block<Policy, ActBits> (a wrong Policy stops at
+    /// the assertion above).
+    using attention_type = causal_self_attention<detail::valid_policy_t<Policy>, detail::valid_bits<ActBits>>;
+    using mlp_type = mlp_block<detail::valid_policy_t<Policy>, detail::valid_bits<ActBits>>;
     template <class T>
     using transform = decoder_block<typename T::template apply<Policy>, ActBits>;
 
@@ -7994,8 +8017,8 @@ public:
     const block_options& options() const { return opt_; }
     const any_norm& norm1() const { return norm1_; }
     const any_norm& norm2() const { return norm2_; }
-    const causal_self_attention<Policy, ActBits>& attention() const { return attn_; }
-    const mlp_block<Policy, ActBits>& mlp() const { return mlp_; }
+    const attention_type& attention() const { return attn_; }
+    const mlp_type& mlp() const { return mlp_; }
 
 private:
     static block_options normalized(block_options o) {
@@ -8011,9 +8034,9 @@ private:
 
     block_options opt_;
     any_norm norm1_;
-    causal_self_attention<Policy, ActBits> attn_;
+    attention_type attn_;
     any_norm norm2_;
-    mlp_block<Policy, ActBits> mlp_;
+    mlp_type mlp_;
 };
 
 /// @brief Shape of a decoder-only language model.
@@ -8069,8 +8092,17 @@ inline int sample_token(const float* logits, std::size_t vocab, const sample_opt
 ///         outside the vocabulary.
 template <class Policy, int ActBits = 8>
 class decoder_lm {
+    static_assert(quantization_policy<Policy>,
+                  "tern::decoder_lm: Policy must be a quantization policy (tern::fp32, fp16, absmean_ternary, absmedian_ternary)");
+    static_assert(tern::activation_bits<ActBits>,
+                  "tern::decoder_lm: ActBits must be in 2..16, or tern::float_activations");
+
 public:
     using policy = Policy;
+    /// decoder_block<Policy, ActBits> and linear<Policy, ActBits> (a wrong Policy stops at the
+    /// assertion above).
+    using block_type = decoder_block<detail::valid_policy_t<Policy>, detail::valid_bits<ActBits>>;
+    using quantized_head = linear<detail::valid_policy_t<Policy>, detail::valid_bits<ActBits>>;
     static constexpr int activation_bits = ActBits;
     template <class T>
     using transform = decoder_lm<typename T::template apply<Policy>, ActBits>;
@@ -8210,11 +8242,11 @@ public:
     const lm_config& config() const { return cfg_; }
     const embedding& token_embedding() const { return tok_; }
     const std::optional<learned_positions>& positions() const { return pos_; }
-    const std::vector<decoder_block<Policy, ActBits>>& blocks() const { return blocks_; }
-    std::vector<decoder_block<Policy, ActBits>>& blocks() { return blocks_; }
+    const std::vector<block_type>& blocks() const { return blocks_; }
+    std::vector<block_type>& blocks() { return blocks_; }
     const any_norm& final_norm() const { return norm_; }
     const std::optional<full_precision_head>& head_fp() const { return head_fp_; }
-    const std::optional<linear<Policy, ActBits>>& head_quantized() const { return head_q_; }
+    const std::optional<quantized_head>& head_quantized() const { return head_q_; }
 
 private:
     static lm_config checked(lm_config c) {
@@ -8238,10 +8270,10 @@ private:
     lm_config cfg_;
     embedding tok_;
     std::optional<learned_positions> pos_;
-    std::vector<decoder_block<Policy, ActBits>> blocks_;
+    std::vector<block_type> blocks_;
     any_norm norm_;
     std::optional<full_precision_head> head_fp_;
-    std::optional<linear<Policy, ActBits>> head_q_;
+    std::optional<quantized_head> head_q_;
     std::vector<kv_cache> caches_;
 };
 

@@ -191,8 +191,15 @@ struct attention_options {
 ///         on an input that is not [B, T, d_model].
 template <class Policy, int ActBits = 8>
 class causal_self_attention {
+    static_assert(quantization_policy<Policy>,
+                  "tern::causal_self_attention: Policy must be a quantization policy (tern::fp32, fp16, absmean_ternary, absmedian_ternary)");
+    static_assert(tern::activation_bits<ActBits>,
+                  "tern::causal_self_attention: ActBits must be in 2..16, or tern::float_activations");
+
 public:
     using policy = Policy;
+    /// The q/k/v/o projections: linear<Policy, ActBits> (a wrong Policy stops at the assertion above).
+    using projection_type = linear<detail::valid_policy_t<Policy>, detail::valid_bits<ActBits>>;
     template <class T>
     using transform = causal_self_attention<typename T::template apply<Policy>, ActBits>;
 
@@ -344,10 +351,10 @@ public:
     std::size_t heads() const { return heads_; }
     std::size_t head_dim() const { return d_ / heads_; }
     const attention_options& options() const { return opt_; }
-    const linear<Policy, ActBits>& q_proj() const { return q_; }
-    const linear<Policy, ActBits>& k_proj() const { return k_; }
-    const linear<Policy, ActBits>& v_proj() const { return v_; }
-    const linear<Policy, ActBits>& o_proj() const { return o_; }
+    const projection_type& q_proj() const { return q_; }
+    const projection_type& k_proj() const { return k_; }
+    const projection_type& v_proj() const { return v_; }
+    const projection_type& o_proj() const { return o_; }
 
 private:
     void check_input(const tensor& x) const {
@@ -388,7 +395,7 @@ private:
             }
     }
 
-    linear<Policy, ActBits> q_, k_, v_, o_;
+    projection_type q_, k_, v_, o_;
     std::size_t d_, heads_;
     attention_options opt_;
     std::size_t B_ = 0, T_ = 0;

@@ -127,8 +127,15 @@ void elementwise_parallel(std::size_t n, Fn&& fn) {
 /// @throws tern::error on zero sizes or an input whose last axis is not d_model.
 template <class Policy, int ActBits = 8>
 class mlp_block {
+    static_assert(quantization_policy<Policy>,
+                  "tern::mlp_block: Policy must be a quantization policy (tern::fp32, fp16, absmean_ternary, absmedian_ternary)");
+    static_assert(tern::activation_bits<ActBits>,
+                  "tern::mlp_block: ActBits must be in 2..16, or tern::float_activations");
+
 public:
     using policy = Policy;
+    /// The up/gate/down projections: linear<Policy, ActBits> (a wrong Policy stops at the assertion above).
+    using projection_type = linear<detail::valid_policy_t<Policy>, detail::valid_bits<ActBits>>;
     template <class T>
     using transform = mlp_block<typename T::template apply<Policy>, ActBits>;
 
@@ -213,14 +220,14 @@ public:
     }
 
     mlp_kind kind() const { return kind_; }
-    const linear<Policy, ActBits>& up_proj() const { return up_; }
-    const linear<Policy, ActBits>& down_proj() const { return down_; }
-    const std::optional<linear<Policy, ActBits>>& gate_proj() const { return gate_; }
+    const projection_type& up_proj() const { return up_; }
+    const projection_type& down_proj() const { return down_; }
+    const std::optional<projection_type>& gate_proj() const { return gate_; }
 
 private:
     mlp_kind kind_;
-    linear<Policy, ActBits> up_, down_;
-    std::optional<linear<Policy, ActBits>> gate_;
+    projection_type up_, down_;
+    std::optional<projection_type> gate_;
     std::vector<float> d1_, silu_;  // gelu'(h) or silu'(gate); silu(gate)
     tensor up_out_;
 };

@@ -75,8 +75,17 @@ struct block_options {
 /// Parameters "norm1.", "attn.", "norm2.", "mlp." (see causal_self_attention and mlp_block).
 template <class Policy, int ActBits = 8>
 class decoder_block {
+    static_assert(quantization_policy<Policy>,
+                  "tern::decoder_block: Policy must be a quantization policy (tern::fp32, fp16, absmean_ternary, absmedian_ternary)");
+    static_assert(tern::activation_bits<ActBits>,
+                  "tern::decoder_block: ActBits must be in 2..16, or tern::float_activations");
+
 public:
     using policy = Policy;
+    /// causal_self_attention<Policy, ActBits> and mlp_block<Policy, ActBits> (a wrong Policy stops at
+    /// the assertion above).
+    using attention_type = causal_self_attention<detail::valid_policy_t<Policy>, detail::valid_bits<ActBits>>;
+    using mlp_type = mlp_block<detail::valid_policy_t<Policy>, detail::valid_bits<ActBits>>;
     template <class T>
     using transform = decoder_block<typename T::template apply<Policy>, ActBits>;
 
@@ -133,8 +142,8 @@ public:
     const block_options& options() const { return opt_; }
     const any_norm& norm1() const { return norm1_; }
     const any_norm& norm2() const { return norm2_; }
-    const causal_self_attention<Policy, ActBits>& attention() const { return attn_; }
-    const mlp_block<Policy, ActBits>& mlp() const { return mlp_; }
+    const attention_type& attention() const { return attn_; }
+    const mlp_type& mlp() const { return mlp_; }
 
 private:
     static block_options normalized(block_options o) {
@@ -150,9 +159,9 @@ private:
 
     block_options opt_;
     any_norm norm1_;
-    causal_self_attention<Policy, ActBits> attn_;
+    attention_type attn_;
     any_norm norm2_;
-    mlp_block<Policy, ActBits> mlp_;
+    mlp_type mlp_;
 };
 
 /// @brief Shape of a decoder-only language model.
@@ -208,8 +217,17 @@ inline int sample_token(const float* logits, std::size_t vocab, const sample_opt
 ///         outside the vocabulary.
 template <class Policy, int ActBits = 8>
 class decoder_lm {
+    static_assert(quantization_policy<Policy>,
+                  "tern::decoder_lm: Policy must be a quantization policy (tern::fp32, fp16, absmean_ternary, absmedian_ternary)");
+    static_assert(tern::activation_bits<ActBits>,
+                  "tern::decoder_lm: ActBits must be in 2..16, or tern::float_activations");
+
 public:
     using policy = Policy;
+    /// decoder_block<Policy, ActBits> and linear<Policy, ActBits> (a wrong Policy stops at the
+    /// assertion above).
+    using block_type = decoder_block<detail::valid_policy_t<Policy>, detail::valid_bits<ActBits>>;
+    using quantized_head = linear<detail::valid_policy_t<Policy>, detail::valid_bits<ActBits>>;
     static constexpr int activation_bits = ActBits;
     template <class T>
     using transform = decoder_lm<typename T::template apply<Policy>, ActBits>;
@@ -349,11 +367,11 @@ public:
     const lm_config& config() const { return cfg_; }
     const embedding& token_embedding() const { return tok_; }
     const std::optional<learned_positions>& positions() const { return pos_; }
-    const std::vector<decoder_block<Policy, ActBits>>& blocks() const { return blocks_; }
-    std::vector<decoder_block<Policy, ActBits>>& blocks() { return blocks_; }
+    const std::vector<block_type>& blocks() const { return blocks_; }
+    std::vector<block_type>& blocks() { return blocks_; }
     const any_norm& final_norm() const { return norm_; }
     const std::optional<full_precision_head>& head_fp() const { return head_fp_; }
-    const std::optional<linear<Policy, ActBits>>& head_quantized() const { return head_q_; }
+    const std::optional<quantized_head>& head_quantized() const { return head_q_; }
 
 private:
     static lm_config checked(lm_config c) {
@@ -377,10 +395,10 @@ private:
     lm_config cfg_;
     embedding tok_;
     std::optional<learned_positions> pos_;
-    std::vector<decoder_block<Policy, ActBits>> blocks_;
+    std::vector<block_type> blocks_;
     any_norm norm_;
     std::optional<full_precision_head> head_fp_;
-    std::optional<linear<Policy, ActBits>> head_q_;
+    std::optional<quantized_head> head_q_;
     std::vector<kv_cache> caches_;
 };
 
