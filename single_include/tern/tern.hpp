@@ -1992,6 +1992,14 @@ void set_training_of(L& l, bool training) {
     if constexpr (requires { l.set_training(training); }) l.set_training(training);
 }
 
+/// Whether @p l is in training mode: l.training() where the layer or model reports it, else true
+/// (the mode every layer starts in).
+template <class L>
+bool training_of(const L& l) {
+    if constexpr (requires { { l.training() } -> std::convertible_to<bool>; }) return l.training();
+    else return true;
+}
+
 /// Layers with parameters (or that may hold some: every layer that can list them).
 template <class L>
 concept has_parameters = requires(L l, parameter_list& out, const std::string& prefix) {
@@ -5900,7 +5908,8 @@ public:
     explicit residual(Body body, Shortcut shortcut = {}) : body_(std::move(body)), shortcut_(std::move(shortcut)) {}
 
     template <class B2, class S2>
-    explicit residual(const residual<B2, S2>& other) : body_(other.body()), shortcut_(other.shortcut()) {}
+    explicit residual(const residual<B2, S2>& other)
+        : body_(other.body()), shortcut_(other.shortcut()), training_(other.training()) {}
 
     tensor forward(const tensor& x) {
         tensor y = body_.forward(x);
@@ -5927,9 +5936,12 @@ public:
         detail::collect_parameters_of(shortcut_, out, prefix + "shortcut.");
     }
     void set_training(bool training) {
+        training_ = training;
         detail::set_training_of(body_, training);
         detail::set_training_of(shortcut_, training);
     }
+    /// The mode last set with set_training (true for a new block).
+    bool training() const { return training_; }
     void set_quant_strength(float lambda) {
         detail::set_quant_strength_of(body_, lambda);
         detail::set_quant_strength_of(shortcut_, lambda);
@@ -5952,6 +5964,7 @@ public:
 private:
     Body body_;
     Shortcut shortcut_;
+    bool training_ = true;
 };
 
 }  // namespace tern
@@ -8349,8 +8362,11 @@ public:
 
     /// Training mode (dropout active, batch norm updates statistics) or evaluation mode.
     void set_training(bool training) {
+        training_ = training;
         for_each_indexed([&](auto& l, std::size_t) { detail::set_training_of(l, training); });
     }
+    /// The mode last set with set_training (true for a new model; a converted model keeps its source's).
+    bool training() const { return training_; }
 
     /// The quantization strength lambda in [0, 1] of every quantized layer.
     void set_quant_strength(float lambda) {
@@ -8379,7 +8395,7 @@ public:
 private:
     template <class... Others, std::size_t... I>
     sequential(const sequential<Others...>& other, std::index_sequence<I...>)
-        : layers_(Layers(other.template layer<I>())...) {}
+        : layers_(Layers(other.template layer<I>())...), training_(other.training()) {}
 
     template <class First, class... Rest>
     static tensor forward_all(const tensor& x, First& first, Rest&... rest) {
@@ -8415,6 +8431,7 @@ private:
     }
 
     std::tuple<Layers...> layers_;
+    bool training_ = true;
 };
 
 /// @brief The policy of a model: its layers' policy name ("absmean"), names joined by '+' when
@@ -12182,10 +12199,17 @@ struct eval_result {
     confusion_matrix confusion{1};
 };
 
-/// @brief Evaluates @p model (in evaluation mode) on all of @p data in batches of @p batch_size.
+/// @brief Evaluates @p model (in evaluation mode) on all of @p data in batches of @p batch_size,
+/// then puts it back in the mode it found (model.training(), where the model reports one; else
+/// training mode), also when the evaluation throws.
 template <class Model>
 eval_result evaluate_classifier(Model& model, const data::dataset& data, std::size_t classes,
                                 std::size_t batch_size = 500) {
+    struct restore_mode {
+        Model& model;
+        bool training;
+        ~restore_mode() { model.set_training(training); }
+    } restore{model, detail::training_of(model)};
     model.set_training(false);
     data::batch_iterator it(data, {.batch_size = batch_size, .shuffle = false});
     softmax_cross_entropy loss;
@@ -12200,7 +12224,6 @@ eval_result evaluate_classifier(Model& model, const data::dataset& data, std::si
         loss_sum += double(loss.forward(logits, b.labels)) * double(b.size());
         r.confusion.add(b.labels, argmax_rows(logits));
     }
-    model.set_training(true);
     r.loss = data.size() ? loss_sum / double(data.size()) : 0.0;
     r.accuracy = r.confusion.accuracy();
     return r;
