@@ -60,6 +60,50 @@ TEMPLATE_TEST_CASE("an MLP learns a synthetic problem to over 95% in every polic
     CHECK(result.accuracy > 0.95);
 }
 
+TEST_CASE("evaluate_classifier restores the training mode it found", "[sequential][train]") {
+    tern::manual_seed(6);
+    auto model = tern::sequential{tern::linear<tern::fp32>(16, 12), tern::dropout(0.5f),
+                                  tern::residual{tern::sequential{tern::linear<tern::fp32>(12, 12), tern::dropout(0.5f)}},
+                                  tern::linear<tern::fp32>(12, 4)};
+    const auto data = teacher_problem(40, 9);
+    const tern::tensor x = tern_test::random_tensor({3, 16}, 4);
+    // Whether two forward passes agree: only in evaluation mode (dropout off everywhere).
+    const auto deterministic = [&] { return bool(model.forward(x) == model.forward(x)); };
+    CHECK(model.training());  // a new model trains
+    CHECK(model.layer<2>().training());
+    CHECK_FALSE(deterministic());
+
+    // Evaluation runs with dropout off (two evaluations agree) and leaves training mode on.
+    const double loss = tern::evaluate_classifier(model, data, 4, 16).loss;
+    CHECK(tern::evaluate_classifier(model, data, 4, 16).loss == loss);
+    CHECK(model.training());
+    CHECK(model.layer<2>().training());
+    CHECK_FALSE(deterministic());
+
+    // A model in evaluation mode stays in it (it used to come back in training mode).
+    model.set_training(false);
+    CHECK_FALSE(model.layer<2>().training());
+    CHECK(tern::evaluate_classifier(model, data, 4, 16).loss == loss);
+    CHECK_FALSE(model.training());
+    CHECK_FALSE(model.layer<2>().training());
+    CHECK(deterministic());
+
+    // ... also when the evaluation throws (here: the wrong class count).
+    model.set_training(true);
+    REQUIRE_THROWS_WITH(tern::evaluate_classifier(model, data, 5), Catch::Contains("expected 5"));
+    CHECK(model.training());
+    CHECK_FALSE(deterministic());
+    model.set_training(false);
+    REQUIRE_THROWS_WITH(tern::evaluate_classifier(model, data, 5), Catch::Contains("expected 5"));
+    CHECK_FALSE(model.training());
+    CHECK(deterministic());
+
+    // Conversion keeps the mode.
+    auto ternary = tern::convert<tern::absmean_ternary>(model);
+    CHECK_FALSE(ternary.training());
+    CHECK_FALSE(ternary.layer<2>().training());
+}
+
 TEST_CASE("one definition instantiates all policies and converts exactly", "[sequential][convert]") {
     tern::manual_seed(5);
     auto fp = make_mlp<tern::fp16>(8, 6, 3);

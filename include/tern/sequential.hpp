@@ -71,8 +71,11 @@ public:
 
     /// Training mode (dropout active, batch norm updates statistics) or evaluation mode.
     void set_training(bool training) {
+        training_ = training;
         for_each_indexed([&](auto& l, std::size_t) { detail::set_training_of(l, training); });
     }
+    /// The mode last set with set_training (true for a new model; a converted model keeps its source's).
+    bool training() const { return training_; }
 
     /// The quantization strength lambda in [0, 1] of every quantized layer.
     void set_quant_strength(float lambda) {
@@ -101,7 +104,7 @@ public:
 private:
     template <class... Others, std::size_t... I>
     sequential(const sequential<Others...>& other, std::index_sequence<I...>)
-        : layers_(Layers(other.template layer<I>())...) {}
+        : layers_(Layers(other.template layer<I>())...), training_(other.training()) {}
 
     template <class First, class... Rest>
     static tensor forward_all(const tensor& x, First& first, Rest&... rest) {
@@ -137,6 +140,7 @@ private:
     }
 
     std::tuple<Layers...> layers_;
+    bool training_ = true;
 };
 
 /// @brief The policy of a model: its layers' policy name ("absmean"), names joined by '+' when

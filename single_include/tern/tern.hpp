@@ -2007,6 +2007,14 @@ void set_training_of(L& l, bool training) {
     if constexpr (requires { l.set_training(training); }) l.set_training(training);
 }
 
+/// Whether @p l is in training mode: l.training() where the layer or model reports it, else true
+/// (the mode every layer starts in).
+template <class L>
+bool training_of(const L& l) {
+    if constexpr (requires { { l.training() } -> std::convertible_to<bool>; }) return l.training();
+    else return true;
+}
+
 /// Layers with parameters (or that may hold some: every layer that can list them).
 template <class L>
 concept has_parameters = requires(L l, parameter_list& out, const std::string& prefix) {
@@ -5441,8 +5449,8 @@ struct relu {
     static float derivative(float x) { return x > 0.0f ? 1.0f : 0.0f; }
 
     void forward(const tensor& x, tensor& y) {
-        shape_ = detail::to_shape(x.shape());
-        if (detail::to_shape(y.shape()) != shape_) y.resize(shape_);
+        shape_.assign(x.shape().begin(), x.shape().end());  // no allocation once the shape is steady
+        if (y.shape() != x.shape()) y.resize(shape_);
         const std::size_t n = x.size();
         positive_.resize(n);
         const float* in = x.data();
@@ -5839,6 +5847,7 @@ private:
 /// @file layers/flatten.hpp
 /// @brief Flattens [B, d1, d2, ...] to [B, d1*d2*...].
 
+#include <algorithm>
 #include <string>
 
 
@@ -5848,12 +5857,16 @@ namespace tern {
 class flatten {
 public:
     static constexpr bool parameter_free = true;
-    tensor forward(const tensor& x) {
+    void forward(const tensor& x, tensor& y) {
         detail::require(x.dimension() >= 1, "flatten: expected a tensor with a batch axis, got a scalar");
-        input_shape_ = detail::to_shape(x.shape());
-        const std::size_t batch = input_shape_[0];
-        tensor y = x;
-        y.reshape({batch, batch ? x.size() / batch : 0});
+        input_shape_.assign(x.shape().begin(), x.shape().end());
+        const std::size_t batch = input_shape_[0], per = batch ? x.size() / batch : 0;
+        if (y.dimension() != 2 || y.shape()[0] != batch || y.shape()[1] != per) y.resize({batch, per});
+        std::copy(x.data(), x.data() + x.size(), y.data());
+    }
+    tensor forward(const tensor& x) {
+        tensor y;
+        forward(x, y);
         return y;
     }
 
@@ -5904,7 +5917,8 @@ public:
     explicit residual(Body body, Shortcut shortcut = {}) : body_(std::move(body)), shortcut_(std::move(shortcut)) {}
 
     template <class B2, class S2>
-    explicit residual(const residual<B2, S2>& other) : body_(other.body()), shortcut_(other.shortcut()) {}
+    explicit residual(const residual<B2, S2>& other)
+        : body_(other.body()), shortcut_(other.shortcut()), training_(other.training()) {}
 
     tensor forward(const tensor& x) {
         tensor y = body_.forward(x);
@@ -5931,9 +5945,12 @@ public:
         detail::collect_parameters_of(shortcut_, out, prefix + "shortcut.");
     }
     void set_training(bool training) {
+        training_ = training;
         detail::set_training_of(body_, training);
         detail::set_training_of(shortcut_, training);
     }
+    /// The mode last set with set_training (true for a new block).
+    bool training() const { return training_; }
     void set_quant_strength(float lambda) {
         detail::set_quant_strength_of(body_, lambda);
         detail::set_quant_strength_of(shortcut_, lambda);
@@ -5956,6 +5973,7 @@ public:
 private:
     Body body_;
     Shortcut shortcut_;
+    bool training_ = true;
 };
 
 }  // namespace tern
@@ -6232,7 +6250,7 @@ public:
     /// @param options  stride, padding, dilation. @param bias  whether to learn a bias per output channel
     ///        (ternary layers default to none).
     conv2d(std::size_t in_channels, std::size_t out_channels, std::size_t kernel, conv2d_options options = {},
-           bool bias = !Policy::ternary)
+           bool bias = !detail::valid_policy_t<Policy>::ternary)
         requires trainable
         : core_(in_channels * kernel * kernel, out_channels, bias), in_(in_channels), out_(out_channels),
           k_(kernel), opt_(options) {
@@ -6412,11 +6430,11 @@ public:
     {
         return core_.bias;
     }
-    const detail::projection<Policy, ActBits>& core() const { return core_; }
-    detail::projection<Policy, ActBits>& core() { return core_; }
+    const auto& core() const { return core_; }
+    auto& core() { return core_; }
 
 private:
-    using core_type = detail::projection<Policy, ActBits>;
+    using core_type = detail::projection<detail::valid_policy_t<Policy>, detail::valid_bits<ActBits>>;
 
     conv2d() = default;  // for load
 
@@ -7448,10 +7466,17 @@ struct attention_options {
 ///         on an input that is not [B, T, d_model].
 template <class Policy, int ActBits = 8>
 class causal_self_attention {
+    static_assert(quantization_policy<Policy>,
+                  "tern::causal_self_attention: Policy must be a quantization policy (tern::fp32, fp16, absmean_ternary, absmedian_ternary)");
+    static_assert(tern::activation_bits<ActBits>,
+                  "tern::causal_self_attention: ActBits must be in 2..16, or tern::float_activations");
+
 public:
     using policy = Policy;
     /// False for the frozen instantiation (tern::frozen<P>): forward only, no training state.
     static constexpr bool trainable = trainable_policy<Policy>;
+    /// The q/k/v/o projections: linear<Policy, ActBits> (a wrong Policy stops at the assertion above).
+    using projection_type = linear<detail::valid_policy_t<Policy>, detail::valid_bits<ActBits>>;
     template <class T>
     using transform = causal_self_attention<typename T::template apply<Policy>, ActBits>;
 
@@ -7637,7 +7662,7 @@ public:
         detail::require(heads > 0 && d_model % heads == 0 && (!options.rotary || (d_model / heads) % 2 == 0),
                         "causal_self_attention: ", heads, " heads do not divide d_model ", d_model,
                         options.rotary ? " into an even head dimension" : "");
-        using L = linear<Policy, ActBits>;
+        using L = projection_type;
         return causal_self_attention(L::load(r.sub("q"), d_model, d_model, false),
                                      L::load(r.sub("k"), d_model, d_model, false),
                                      L::load(r.sub("v"), d_model, d_model, false),
@@ -7663,18 +7688,18 @@ public:
     std::size_t heads() const { return heads_; }
     std::size_t head_dim() const { return d_ / heads_; }
     const attention_options& options() const { return opt_; }
-    const linear<Policy, ActBits>& q_proj() const { return q_; }
-    const linear<Policy, ActBits>& k_proj() const { return k_; }
-    const linear<Policy, ActBits>& v_proj() const { return v_; }
-    const linear<Policy, ActBits>& o_proj() const { return o_; }
+    const projection_type& q_proj() const { return q_; }
+    const projection_type& k_proj() const { return k_; }
+    const projection_type& v_proj() const { return v_; }
+    const projection_type& o_proj() const { return o_; }
 
 private:
-    causal_self_attention(linear<Policy, ActBits> q, linear<Policy, ActBits> k, linear<Policy, ActBits> v,
-                          linear<Policy, ActBits> o, std::size_t d_model, std::size_t heads, attention_options options)
+    causal_self_attention(projection_type q, projection_type k, projection_type v, projection_type o,
+                          std::size_t d_model, std::size_t heads, attention_options options)
         : q_(std::move(q)), k_(std::move(k)), v_(std::move(v)), o_(std::move(o)), d_(d_model), heads_(heads),
           opt_(options) {}
 
-    std::vector<std::pair<const char*, const linear<Policy, ActBits>*>> projections() const {
+    std::vector<std::pair<const char*, const projection_type*>> projections() const {
         return {{"q", &q_}, {"k", &k_}, {"v", &v_}, {"o", &o_}};
     }
 
@@ -7716,7 +7741,7 @@ private:
             }
     }
 
-    linear<Policy, ActBits> q_, k_, v_, o_;
+    projection_type q_, k_, v_, o_;
     std::size_t d_, heads_;
     attention_options opt_;
     // What backward needs (training only): q, k, v after rotation, and the probabilities [B * heads, T, T].
@@ -7855,10 +7880,17 @@ void elementwise_parallel(std::size_t n, Fn&& fn) {
 /// @throws tern::error on zero sizes or an input whose last axis is not d_model.
 template <class Policy, int ActBits = 8>
 class mlp_block {
+    static_assert(quantization_policy<Policy>,
+                  "tern::mlp_block: Policy must be a quantization policy (tern::fp32, fp16, absmean_ternary, absmedian_ternary)");
+    static_assert(tern::activation_bits<ActBits>,
+                  "tern::mlp_block: ActBits must be in 2..16, or tern::float_activations");
+
 public:
     using policy = Policy;
     /// False for the frozen instantiation (tern::frozen<P>): forward only, no training state.
     static constexpr bool trainable = trainable_policy<Policy>;
+    /// The up/gate/down projections: linear<Policy, ActBits> (a wrong Policy stops at the assertion above).
+    using projection_type = linear<detail::valid_policy_t<Policy>, detail::valid_bits<ActBits>>;
     template <class T>
     using transform = mlp_block<typename T::template apply<Policy>, ActBits>;
 
@@ -7961,7 +7993,7 @@ public:
     void save(layer_writer& w) const
         requires(!trainable)
     {
-        const auto put = [&](const char* name, const linear<Policy, ActBits>& l) {
+        const auto put = [&](const char* name, const projection_type& l) {
             layer_writer sub = w.nested(name);
             l.save(sub);
         };
@@ -7973,7 +8005,7 @@ public:
     static mlp_block load(const layer_reader& r, std::size_t d_model, std::size_t hidden, mlp_kind kind)
         requires(!trainable)
     {
-        using L = linear<Policy, ActBits>;
+        using L = projection_type;
         mlp_block m(kind, L::load(r.sub("up"), d_model, hidden, false), L::load(r.sub("down"), hidden, d_model, false));
         if (kind == mlp_kind::swiglu) m.gate_.emplace(L::load(r.sub("gate"), d_model, hidden, false));
         return m;
@@ -7996,12 +8028,12 @@ public:
 
     mlp_kind kind() const { return kind_; }
     std::size_t hidden() const { return up_.out_features(); }
-    const linear<Policy, ActBits>& up_proj() const { return up_; }
-    const linear<Policy, ActBits>& down_proj() const { return down_; }
-    const std::optional<linear<Policy, ActBits>>& gate_proj() const { return gate_; }
+    const projection_type& up_proj() const { return up_; }
+    const projection_type& down_proj() const { return down_; }
+    const std::optional<projection_type>& gate_proj() const { return gate_; }
 
 private:
-    mlp_block(mlp_kind kind, linear<Policy, ActBits> up, linear<Policy, ActBits> down)
+    mlp_block(mlp_kind kind, projection_type up, projection_type down)
         : kind_(kind), up_(std::move(up)), down_(std::move(down)) {}
 
     std::vector<float>& derivative_buffer() {
@@ -8014,8 +8046,8 @@ private:
     }
 
     mlp_kind kind_;
-    linear<Policy, ActBits> up_, down_;
-    std::optional<linear<Policy, ActBits>> gate_;
+    projection_type up_, down_;
+    std::optional<projection_type> gate_;
     tensor h_, a_, g_;  // up(x), the activation, gate(x): reused buffers (h_ is read by backward)
     // What backward needs (training only): gelu'(h) or silu'(gate), and silu(gate).
     [[no_unique_address]] training_only<Policy, std::vector<float>> d1_{}, silu_{};
@@ -8106,10 +8138,19 @@ struct block_options {
 /// Parameters "norm1.", "attn.", "norm2.", "mlp." (see causal_self_attention and mlp_block).
 template <class Policy, int ActBits = 8>
 class decoder_block {
+    static_assert(quantization_policy<Policy>,
+                  "tern::decoder_block: Policy must be a quantization policy (tern::fp32, fp16, absmean_ternary, absmedian_ternary)");
+    static_assert(tern::activation_bits<ActBits>,
+                  "tern::decoder_block: ActBits must be in 2..16, or tern::float_activations");
+
 public:
     using policy = Policy;
     /// False for the frozen instantiation (tern::frozen<P>): forward only, no training state.
     static constexpr bool trainable = trainable_policy<Policy>;
+    /// causal_self_attention<Policy, ActBits> and mlp_block<Policy, ActBits> (a wrong Policy stops at
+    /// the assertion above).
+    using attention_type = causal_self_attention<detail::valid_policy_t<Policy>, detail::valid_bits<ActBits>>;
+    using mlp_type = mlp_block<detail::valid_policy_t<Policy>, detail::valid_bits<ActBits>>;
     template <class T>
     using transform = decoder_block<typename T::template apply<Policy>, ActBits>;
 
@@ -8184,8 +8225,8 @@ public:
         n2.load_parameters(r.sub("norm2"));
         return decoder_block(
             o, std::move(n1),
-            causal_self_attention<Policy, ActBits>::load(r.sub("attn"), o.d_model, o.heads, {.rotary = o.rotary}),
-            std::move(n2), mlp_block<Policy, ActBits>::load(r.sub("mlp"), o.d_model, o.mlp_hidden, o.mlp));
+            attention_type::load(r.sub("attn"), o.d_model, o.heads, {.rotary = o.rotary}),
+            std::move(n2), mlp_type::load(r.sub("mlp"), o.d_model, o.mlp_hidden, o.mlp));
     }
     std::size_t parameter_bytes() const
         requires(!trainable)
@@ -8211,12 +8252,11 @@ public:
     const block_options& options() const { return opt_; }
     const any_norm& norm1() const { return norm1_; }
     const any_norm& norm2() const { return norm2_; }
-    const causal_self_attention<Policy, ActBits>& attention() const { return attn_; }
-    const mlp_block<Policy, ActBits>& mlp() const { return mlp_; }
+    const attention_type& attention() const { return attn_; }
+    const mlp_type& mlp() const { return mlp_; }
 
 private:
-    decoder_block(const block_options& o, any_norm n1, causal_self_attention<Policy, ActBits> attn, any_norm n2,
-                  mlp_block<Policy, ActBits> mlp)
+    decoder_block(const block_options& o, any_norm n1, attention_type attn, any_norm n2, mlp_type mlp)
         : opt_(o), norm1_(std::move(n1)), attn_(std::move(attn)), norm2_(std::move(n2)), mlp_(std::move(mlp)) {}
 
     static block_options normalized(block_options o) {
@@ -8232,9 +8272,9 @@ private:
 
     block_options opt_;
     any_norm norm1_;
-    causal_self_attention<Policy, ActBits> attn_;
+    attention_type attn_;
     any_norm norm2_;
-    mlp_block<Policy, ActBits> mlp_;
+    mlp_type mlp_;
 };
 
 /// @brief Shape of a decoder-only language model.
@@ -8335,8 +8375,17 @@ std::vector<int> generate_with(Model& model, std::size_t context, const std::vec
 ///         outside the vocabulary.
 template <class Policy, int ActBits = 8>
 class decoder_lm {
+    static_assert(quantization_policy<Policy>,
+                  "tern::decoder_lm: Policy must be a quantization policy (tern::fp32, fp16, absmean_ternary, absmedian_ternary)");
+    static_assert(tern::activation_bits<ActBits>,
+                  "tern::decoder_lm: ActBits must be in 2..16, or tern::float_activations");
+
 public:
     using policy = Policy;
+    /// decoder_block<Policy, ActBits> and linear<Policy, ActBits> (a wrong Policy stops at the
+    /// assertion above).
+    using block_type = decoder_block<detail::valid_policy_t<Policy>, detail::valid_bits<ActBits>>;
+    using quantized_head = linear<detail::valid_policy_t<Policy>, detail::valid_bits<ActBits>>;
     static constexpr int activation_bits = ActBits;
     /// False for the frozen instantiation (tern::frozen<P>): forward only, no training state.
     static constexpr bool trainable = trainable_policy<Policy>;
@@ -8505,9 +8554,9 @@ public:
             m.pos_.emplace(learned_positions::from_table(r.f32("pos.weight", {c.context, c.d_model})));
         const block_options bo = block_shape(c);
         for (std::size_t i = 0; i < c.layers; ++i)
-            m.blocks_.push_back(decoder_block<Policy, ActBits>::load(r.sub("blocks." + std::to_string(i)), bo));
+            m.blocks_.push_back(block_type::load(r.sub("blocks." + std::to_string(i)), bo));
         m.norm_.load_parameters(r.sub("norm"));
-        if (c.quantized_head) m.head_q_.emplace(linear<Policy, ActBits>::load(r.sub("head"), c.d_model, c.vocab, false));
+        if (c.quantized_head) m.head_q_.emplace(quantized_head::load(r.sub("head"), c.d_model, c.vocab, false));
         else m.head_fp_.emplace(full_precision_head::load(r.sub("head"), c.d_model, c.vocab, false));
         return m;
     }
@@ -8590,11 +8639,11 @@ public:
     const lm_config& settings() const { return cfg_; }
     const embedding& token_embedding() const { return tok_; }
     const std::optional<learned_positions>& positions() const { return pos_; }
-    const std::vector<decoder_block<Policy, ActBits>>& blocks() const { return blocks_; }
-    std::vector<decoder_block<Policy, ActBits>>& blocks() { return blocks_; }
+    const std::vector<block_type>& blocks() const { return blocks_; }
+    std::vector<block_type>& blocks() { return blocks_; }
     const any_norm& final_norm() const { return norm_; }
     const std::optional<full_precision_head>& head_fp() const { return head_fp_; }
-    const std::optional<linear<Policy, ActBits>>& head_quantized() const { return head_q_; }
+    const std::optional<quantized_head>& head_quantized() const { return head_q_; }
 
 private:
     /// For load: the configuration and token table; the rest is filled in.
@@ -8630,10 +8679,10 @@ private:
     lm_config cfg_;
     embedding tok_;
     std::optional<learned_positions> pos_;
-    std::vector<decoder_block<Policy, ActBits>> blocks_;
+    std::vector<block_type> blocks_;
     any_norm norm_;
     std::optional<full_precision_head> head_fp_;
-    std::optional<linear<Policy, ActBits>> head_q_;
+    std::optional<quantized_head> head_q_;
     std::vector<kv_cache> caches_;
     bool incremental_ = false;
 };
@@ -8710,8 +8759,11 @@ public:
 
     /// Training mode (dropout active, batch norm updates statistics) or evaluation mode.
     void set_training(bool training) {
+        training_ = training;
         for_each_indexed([&](auto& l, std::size_t) { detail::set_training_of(l, training); });
     }
+    /// The mode last set with set_training (true for a new model; a converted model keeps its source's).
+    bool training() const { return training_; }
 
     /// The quantization strength lambda in [0, 1] of every quantized layer.
     void set_quant_strength(float lambda) {
@@ -8740,7 +8792,7 @@ public:
 private:
     template <class... Others, std::size_t... I>
     sequential(const sequential<Others...>& other, std::index_sequence<I...>)
-        : layers_(Layers(other.template layer<I>())...) {}
+        : layers_(Layers(other.template layer<I>())...), training_(other.training()) {}
 
     template <class First, class... Rest>
     static tensor forward_all(const tensor& x, First& first, Rest&... rest) {
@@ -8776,6 +8828,7 @@ private:
     }
 
     std::tuple<Layers...> layers_;
+    bool training_ = true;
 };
 
 /// @brief The policy of a model: its layers' policy name ("absmean"), names joined by '+' when
@@ -12053,10 +12106,17 @@ struct eval_result {
     confusion_matrix confusion{1};
 };
 
-/// @brief Evaluates @p model (in evaluation mode) on all of @p data in batches of @p batch_size.
+/// @brief Evaluates @p model (in evaluation mode) on all of @p data in batches of @p batch_size,
+/// then puts it back in the mode it found (model.training(), where the model reports one; else
+/// training mode), also when the evaluation throws.
 template <class Model>
 eval_result evaluate_classifier(Model& model, const data::dataset& data, std::size_t classes,
                                 std::size_t batch_size = 500) {
+    struct restore_mode {
+        Model& model;
+        bool training;
+        ~restore_mode() { model.set_training(training); }
+    } restore{model, detail::training_of(model)};
     model.set_training(false);
     data::batch_iterator it(data, {.batch_size = batch_size, .shuffle = false});
     softmax_cross_entropy loss;
@@ -12071,7 +12131,6 @@ eval_result evaluate_classifier(Model& model, const data::dataset& data, std::si
         loss_sum += double(loss.forward(logits, b.labels)) * double(b.size());
         r.confusion.add(b.labels, argmax_rows(logits));
     }
-    model.set_training(true);
     r.loss = data.size() ? loss_sum / double(data.size()) : 0.0;
     r.accuracy = r.confusion.accuracy();
     return r;

@@ -191,10 +191,17 @@ struct attention_options {
 ///         on an input that is not [B, T, d_model].
 template <class Policy, int ActBits = 8>
 class causal_self_attention {
+    static_assert(quantization_policy<Policy>,
+                  "tern::causal_self_attention: Policy must be a quantization policy (tern::fp32, fp16, absmean_ternary, absmedian_ternary)");
+    static_assert(tern::activation_bits<ActBits>,
+                  "tern::causal_self_attention: ActBits must be in 2..16, or tern::float_activations");
+
 public:
     using policy = Policy;
     /// False for the frozen instantiation (tern::frozen<P>): forward only, no training state.
     static constexpr bool trainable = trainable_policy<Policy>;
+    /// The q/k/v/o projections: linear<Policy, ActBits> (a wrong Policy stops at the assertion above).
+    using projection_type = linear<detail::valid_policy_t<Policy>, detail::valid_bits<ActBits>>;
     template <class T>
     using transform = causal_self_attention<typename T::template apply<Policy>, ActBits>;
 
@@ -380,7 +387,7 @@ public:
         detail::require(heads > 0 && d_model % heads == 0 && (!options.rotary || (d_model / heads) % 2 == 0),
                         "causal_self_attention: ", heads, " heads do not divide d_model ", d_model,
                         options.rotary ? " into an even head dimension" : "");
-        using L = linear<Policy, ActBits>;
+        using L = projection_type;
         return causal_self_attention(L::load(r.sub("q"), d_model, d_model, false),
                                      L::load(r.sub("k"), d_model, d_model, false),
                                      L::load(r.sub("v"), d_model, d_model, false),
@@ -406,18 +413,18 @@ public:
     std::size_t heads() const { return heads_; }
     std::size_t head_dim() const { return d_ / heads_; }
     const attention_options& options() const { return opt_; }
-    const linear<Policy, ActBits>& q_proj() const { return q_; }
-    const linear<Policy, ActBits>& k_proj() const { return k_; }
-    const linear<Policy, ActBits>& v_proj() const { return v_; }
-    const linear<Policy, ActBits>& o_proj() const { return o_; }
+    const projection_type& q_proj() const { return q_; }
+    const projection_type& k_proj() const { return k_; }
+    const projection_type& v_proj() const { return v_; }
+    const projection_type& o_proj() const { return o_; }
 
 private:
-    causal_self_attention(linear<Policy, ActBits> q, linear<Policy, ActBits> k, linear<Policy, ActBits> v,
-                          linear<Policy, ActBits> o, std::size_t d_model, std::size_t heads, attention_options options)
+    causal_self_attention(projection_type q, projection_type k, projection_type v, projection_type o,
+                          std::size_t d_model, std::size_t heads, attention_options options)
         : q_(std::move(q)), k_(std::move(k)), v_(std::move(v)), o_(std::move(o)), d_(d_model), heads_(heads),
           opt_(options) {}
 
-    std::vector<std::pair<const char*, const linear<Policy, ActBits>*>> projections() const {
+    std::vector<std::pair<const char*, const projection_type*>> projections() const {
         return {{"q", &q_}, {"k", &k_}, {"v", &v_}, {"o", &o_}};
     }
 
@@ -459,7 +466,7 @@ private:
             }
     }
 
-    linear<Policy, ActBits> q_, k_, v_, o_;
+    projection_type q_, k_, v_, o_;
     std::size_t d_, heads_;
     attention_options opt_;
     // What backward needs (training only): q, k, v after rotation, and the probabilities [B * heads, T, T].

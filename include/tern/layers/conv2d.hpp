@@ -247,7 +247,7 @@ public:
     /// @param options  stride, padding, dilation. @param bias  whether to learn a bias per output channel
     ///        (ternary layers default to none).
     conv2d(std::size_t in_channels, std::size_t out_channels, std::size_t kernel, conv2d_options options = {},
-           bool bias = !Policy::ternary)
+           bool bias = !detail::valid_policy_t<Policy>::ternary)
         requires trainable
         : core_(in_channels * kernel * kernel, out_channels, bias), in_(in_channels), out_(out_channels),
           k_(kernel), opt_(options) {
@@ -427,11 +427,11 @@ public:
     {
         return core_.bias;
     }
-    const detail::projection<Policy, ActBits>& core() const { return core_; }
-    detail::projection<Policy, ActBits>& core() { return core_; }
+    const auto& core() const { return core_; }
+    auto& core() { return core_; }
 
 private:
-    using core_type = detail::projection<Policy, ActBits>;
+    using core_type = detail::projection<detail::valid_policy_t<Policy>, detail::valid_bits<ActBits>>;
 
     conv2d() = default;  // for load
 

@@ -88,6 +88,14 @@ void set_training_of(L& l, bool training) {
     if constexpr (requires { l.set_training(training); }) l.set_training(training);
 }
 
+/// Whether @p l is in training mode: l.training() where the layer or model reports it, else true
+/// (the mode every layer starts in).
+template <class L>
+bool training_of(const L& l) {
+    if constexpr (requires { { l.training() } -> std::convertible_to<bool>; }) return l.training();
+    else return true;
+}
+
 /// Layers with parameters (or that may hold some: every layer that can list them).
 template <class L>
 concept has_parameters = requires(L l, parameter_list& out, const std::string& prefix) {

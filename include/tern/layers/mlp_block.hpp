@@ -127,10 +127,17 @@ void elementwise_parallel(std::size_t n, Fn&& fn) {
 /// @throws tern::error on zero sizes or an input whose last axis is not d_model.
 template <class Policy, int ActBits = 8>
 class mlp_block {
+    static_assert(quantization_policy<Policy>,
+                  "tern::mlp_block: Policy must be a quantization policy (tern::fp32, fp16, absmean_ternary, absmedian_ternary)");
+    static_assert(tern::activation_bits<ActBits>,
+                  "tern::mlp_block: ActBits must be in 2..16, or tern::float_activations");
+
 public:
     using policy = Policy;
     /// False for the frozen instantiation (tern::frozen<P>): forward only, no training state.
     static constexpr bool trainable = trainable_policy<Policy>;
+    /// The up/gate/down projections: linear<Policy, ActBits> (a wrong Policy stops at the assertion above).
+    using projection_type = linear<detail::valid_policy_t<Policy>, detail::valid_bits<ActBits>>;
     template <class T>
     using transform = mlp_block<typename T::template apply<Policy>, ActBits>;
 
@@ -233,7 +240,7 @@ public:
     void save(layer_writer& w) const
         requires(!trainable)
     {
-        const auto put = [&](const char* name, const linear<Policy, ActBits>& l) {
+        const auto put = [&](const char* name, const projection_type& l) {
             layer_writer sub = w.nested(name);
             l.save(sub);
         };
@@ -245,7 +252,7 @@ public:
     static mlp_block load(const layer_reader& r, std::size_t d_model, std::size_t hidden, mlp_kind kind)
         requires(!trainable)
     {
-        using L = linear<Policy, ActBits>;
+        using L = projection_type;
         mlp_block m(kind, L::load(r.sub("up"), d_model, hidden, false), L::load(r.sub("down"), hidden, d_model, false));
         if (kind == mlp_kind::swiglu) m.gate_.emplace(L::load(r.sub("gate"), d_model, hidden, false));
         return m;
@@ -268,12 +275,12 @@ public:
 
     mlp_kind kind() const { return kind_; }
     std::size_t hidden() const { return up_.out_features(); }
-    const linear<Policy, ActBits>& up_proj() const { return up_; }
-    const linear<Policy, ActBits>& down_proj() const { return down_; }
-    const std::optional<linear<Policy, ActBits>>& gate_proj() const { return gate_; }
+    const projection_type& up_proj() const { return up_; }
+    const projection_type& down_proj() const { return down_; }
+    const std::optional<projection_type>& gate_proj() const { return gate_; }
 
 private:
-    mlp_block(mlp_kind kind, linear<Policy, ActBits> up, linear<Policy, ActBits> down)
+    mlp_block(mlp_kind kind, projection_type up, projection_type down)
         : kind_(kind), up_(std::move(up)), down_(std::move(down)) {}
 
     std::vector<float>& derivative_buffer() {
@@ -286,8 +293,8 @@ private:
     }
 
     mlp_kind kind_;
-    linear<Policy, ActBits> up_, down_;
-    std::optional<linear<Policy, ActBits>> gate_;
+    projection_type up_, down_;
+    std::optional<projection_type> gate_;
     tensor h_, a_, g_;  // up(x), the activation, gate(x): reused buffers (h_ is read by backward)
     // What backward needs (training only): gelu'(h) or silu'(gate), and silu(gate).
     [[no_unique_address]] training_only<Policy, std::vector<float>> d1_{}, silu_{};

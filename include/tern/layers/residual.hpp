@@ -25,7 +25,8 @@ public:
     explicit residual(Body body, Shortcut shortcut = {}) : body_(std::move(body)), shortcut_(std::move(shortcut)) {}
 
     template <class B2, class S2>
-    explicit residual(const residual<B2, S2>& other) : body_(other.body()), shortcut_(other.shortcut()) {}
+    explicit residual(const residual<B2, S2>& other)
+        : body_(other.body()), shortcut_(other.shortcut()), training_(other.training()) {}
 
     tensor forward(const tensor& x) {
         tensor y = body_.forward(x);
@@ -52,9 +53,12 @@ public:
         detail::collect_parameters_of(shortcut_, out, prefix + "shortcut.");
     }
     void set_training(bool training) {
+        training_ = training;
         detail::set_training_of(body_, training);
         detail::set_training_of(shortcut_, training);
     }
+    /// The mode last set with set_training (true for a new block).
+    bool training() const { return training_; }
     void set_quant_strength(float lambda) {
         detail::set_quant_strength_of(body_, lambda);
         detail::set_quant_strength_of(shortcut_, lambda);
@@ -77,6 +81,7 @@ public:
 private:
     Body body_;
     Shortcut shortcut_;
+    bool training_ = true;
 };
 
 }  // namespace tern

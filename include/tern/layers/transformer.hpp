@@ -86,10 +86,19 @@ struct block_options {
 /// Parameters "norm1.", "attn.", "norm2.", "mlp." (see causal_self_attention and mlp_block).
 template <class Policy, int ActBits = 8>
 class decoder_block {
+    static_assert(quantization_policy<Policy>,
+                  "tern::decoder_block: Policy must be a quantization policy (tern::fp32, fp16, absmean_ternary, absmedian_ternary)");
+    static_assert(tern::activation_bits<ActBits>,
+                  "tern::decoder_block: ActBits must be in 2..16, or tern::float_activations");
+
 public:
     using policy = Policy;
     /// False for the frozen instantiation (tern::frozen<P>): forward only, no training state.
     static constexpr bool trainable = trainable_policy<Policy>;
+    /// causal_self_attention<Policy, ActBits> and mlp_block<Policy, ActBits> (a wrong Policy stops at
+    /// the assertion above).
+    using attention_type = causal_self_attention<detail::valid_policy_t<Policy>, detail::valid_bits<ActBits>>;
+    using mlp_type = mlp_block<detail::valid_policy_t<Policy>, detail::valid_bits<ActBits>>;
     template <class T>
     using transform = decoder_block<typename T::template apply<Policy>, ActBits>;
 
@@ -164,8 +173,8 @@ public:
         n2.load_parameters(r.sub("norm2"));
         return decoder_block(
             o, std::move(n1),
-            causal_self_attention<Policy, ActBits>::load(r.sub("attn"), o.d_model, o.heads, {.rotary = o.rotary}),
-            std::move(n2), mlp_block<Policy, ActBits>::load(r.sub("mlp"), o.d_model, o.mlp_hidden, o.mlp));
+            attention_type::load(r.sub("attn"), o.d_model, o.heads, {.rotary = o.rotary}),
+            std::move(n2), mlp_type::load(r.sub("mlp"), o.d_model, o.mlp_hidden, o.mlp));
     }
     std::size_t parameter_bytes() const
         requires(!trainable)
@@ -191,12 +200,11 @@ public:
     const block_options& options() const { return opt_; }
     const any_norm& norm1() const { return norm1_; }
     const any_norm& norm2() const { return norm2_; }
-    const causal_self_attention<Policy, ActBits>& attention() const { return attn_; }
-    const mlp_block<Policy, ActBits>& mlp() const { return mlp_; }
+    const attention_type& attention() const { return attn_; }
+    const mlp_type& mlp() const { return mlp_; }
 
 private:
-    decoder_block(const block_options& o, any_norm n1, causal_self_attention<Policy, ActBits> attn, any_norm n2,
-                  mlp_block<Policy, ActBits> mlp)
+    decoder_block(const block_options& o, any_norm n1, attention_type attn, any_norm n2, mlp_type mlp)
         : opt_(o), norm1_(std::move(n1)), attn_(std::move(attn)), norm2_(std::move(n2)), mlp_(std::move(mlp)) {}
 
     static block_options normalized(block_options o) {
@@ -212,9 +220,9 @@ private:
 
     block_options opt_;
     any_norm norm1_;
-    causal_self_attention<Policy, ActBits> attn_;
+    attention_type attn_;
     any_norm norm2_;
-    mlp_block<Policy, ActBits> mlp_;
+    mlp_type mlp_;
 };
 
 /// @brief Shape of a decoder-only language model.
@@ -315,8 +323,17 @@ std::vector<int> generate_with(Model& model, std::size_t context, const std::vec
 ///         outside the vocabulary.
 template <class Policy, int ActBits = 8>
 class decoder_lm {
+    static_assert(quantization_policy<Policy>,
+                  "tern::decoder_lm: Policy must be a quantization policy (tern::fp32, fp16, absmean_ternary, absmedian_ternary)");
+    static_assert(tern::activation_bits<ActBits>,
+                  "tern::decoder_lm: ActBits must be in 2..16, or tern::float_activations");
+
 public:
     using policy = Policy;
+    /// decoder_block<Policy, ActBits> and linear<Policy, ActBits> (a wrong Policy stops at the
+    /// assertion above).
+    using block_type = decoder_block<detail::valid_policy_t<Policy>, detail::valid_bits<ActBits>>;
+    using quantized_head = linear<detail::valid_policy_t<Policy>, detail::valid_bits<ActBits>>;
     static constexpr int activation_bits = ActBits;
     /// False for the frozen instantiation (tern::frozen<P>): forward only, no training state.
     static constexpr bool trainable = trainable_policy<Policy>;
@@ -485,9 +502,9 @@ public:
             m.pos_.emplace(learned_positions::from_table(r.f32("pos.weight", {c.context, c.d_model})));
         const block_options bo = block_shape(c);
         for (std::size_t i = 0; i < c.layers; ++i)
-            m.blocks_.push_back(decoder_block<Policy, ActBits>::load(r.sub("blocks." + std::to_string(i)), bo));
+            m.blocks_.push_back(block_type::load(r.sub("blocks." + std::to_string(i)), bo));
         m.norm_.load_parameters(r.sub("norm"));
-        if (c.quantized_head) m.head_q_.emplace(linear<Policy, ActBits>::load(r.sub("head"), c.d_model, c.vocab, false));
+        if (c.quantized_head) m.head_q_.emplace(quantized_head::load(r.sub("head"), c.d_model, c.vocab, false));
         else m.head_fp_.emplace(full_precision_head::load(r.sub("head"), c.d_model, c.vocab, false));
         return m;
     }
@@ -570,11 +587,11 @@ public:
     const lm_config& settings() const { return cfg_; }
     const embedding& token_embedding() const { return tok_; }
     const std::optional<learned_positions>& positions() const { return pos_; }
-    const std::vector<decoder_block<Policy, ActBits>>& blocks() const { return blocks_; }
-    std::vector<decoder_block<Policy, ActBits>>& blocks() { return blocks_; }
+    const std::vector<block_type>& blocks() const { return blocks_; }
+    std::vector<block_type>& blocks() { return blocks_; }
     const any_norm& final_norm() const { return norm_; }
     const std::optional<full_precision_head>& head_fp() const { return head_fp_; }
-    const std::optional<linear<Policy, ActBits>>& head_quantized() const { return head_q_; }
+    const std::optional<quantized_head>& head_quantized() const { return head_q_; }
 
 private:
     /// For load: the configuration and token table; the rest is filled in.
@@ -610,10 +627,10 @@ private:
     lm_config cfg_;
     embedding tok_;
     std::optional<learned_positions> pos_;
-    std::vector<decoder_block<Policy, ActBits>> blocks_;
+    std::vector<block_type> blocks_;
     any_norm norm_;
     std::optional<full_precision_head> head_fp_;
-    std::optional<linear<Policy, ActBits>> head_q_;
+    std::optional<quantized_head> head_q_;
     std::vector<kv_cache> caches_;
     bool incremental_ = false;
 };

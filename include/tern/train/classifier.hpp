@@ -126,10 +126,17 @@ struct eval_result {
     confusion_matrix confusion{1};
 };
 
-/// @brief Evaluates @p model (in evaluation mode) on all of @p data in batches of @p batch_size.
+/// @brief Evaluates @p model (in evaluation mode) on all of @p data in batches of @p batch_size,
+/// then puts it back in the mode it found (model.training(), where the model reports one; else
+/// training mode), also when the evaluation throws.
 template <class Model>
 eval_result evaluate_classifier(Model& model, const data::dataset& data, std::size_t classes,
                                 std::size_t batch_size = 500) {
+    struct restore_mode {
+        Model& model;
+        bool training;
+        ~restore_mode() { model.set_training(training); }
+    } restore{model, detail::training_of(model)};
     model.set_training(false);
     data::batch_iterator it(data, {.batch_size = batch_size, .shuffle = false});
     softmax_cross_entropy loss;
@@ -144,7 +151,6 @@ eval_result evaluate_classifier(Model& model, const data::dataset& data, std::si
         loss_sum += double(loss.forward(logits, b.labels)) * double(b.size());
         r.confusion.add(b.labels, argmax_rows(logits));
     }
-    model.set_training(true);
     r.loss = data.size() ? loss_sum / double(data.size()) : 0.0;
     r.accuracy = r.confusion.accuracy();
     return r;
