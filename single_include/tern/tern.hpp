@@ -6366,11 +6366,17 @@ void save_checkpoint(const std::filesystem::path& path, Model& model,
 
 namespace detail {
 
-/// Checks @p data against @p model and decodes every model tensor (in parameter order) without
-/// changing the model: the first half of a transactional load.
+/// A checkpoint's model tensors, decoded and checked, and the parameters they go to.
+struct decoded_model {
+    parameter_list params;
+    std::vector<tensor> values;  // one per parameter, same order
+};
+
+/// Checks @p data against @p model and decodes every model tensor without changing the model:
+/// the first half of a transactional load.
 template <class Model>
-std::vector<tensor> decode_model(const io::safetensors_data& data, Model& model, const std::string& source,
-                                 load_options options) {
+decoded_model decode_model(const io::safetensors_data& data, Model& model, const std::string& source,
+                           load_options options) {
     const auto meta = [&](const char* key) -> std::string {
         auto it = data.metadata.find(key);
         require(it != data.metadata.end(), source, ": not a tern checkpoint (no '", key, "' metadata)");
@@ -6390,7 +6396,8 @@ std::vector<tensor> decode_model(const io::safetensors_data& data, Model& model,
         require(file_described == described, source, ": the checkpoint holds a different model.\n  expected: ",
                 described, "\n  found:    ", io::detail::quote(file_described, described.size() + 40));
     }
-    const parameter_list params = model.parameters();
+    decoded_model out{model.parameters(), {}};
+    const parameter_list& params = out.params;
     std::size_t model_tensors = 0;
     for (const auto& p : params) {
         require(data.contains(p.name), source, ": missing tensor '", p.name, "' (shape ",
@@ -6403,17 +6410,14 @@ std::vector<tensor> decode_model(const io::safetensors_data& data, Model& model,
         for (const auto& p : params) known |= p.name == name;
         require(known, source, ": unexpected tensor ", io::detail::quote(name), " that the model does not have");
     }
-    std::vector<tensor> values;
-    values.reserve(model_tensors);
-    for (const auto& p : params) values.push_back(data.get_f32(p.name, to_shape(p.value->shape())));
-    return values;
+    out.values.reserve(model_tensors);
+    for (const auto& p : params) out.values.push_back(data.get_f32(p.name, to_shape(p.value->shape())));
+    return out;
 }
 
-/// Moves tensors that decode_model returned into @p model (moves only, nothing that can fail).
-template <class Model>
-void commit_model(Model& model, std::vector<tensor>&& values) noexcept {
-    const parameter_list params = model.parameters();
-    for (std::size_t i = 0; i < params.size(); ++i) *params[i].value = std::move(values[i]);
+/// Moves what decode_model returned into the model's parameters (moves only, nothing that can fail).
+inline void commit_model(decoded_model&& d) noexcept {
+    for (std::size_t i = 0; i < d.params.size(); ++i) *d.params[i].value = std::move(d.values[i]);
 }
 
 }  // namespace detail
@@ -6423,7 +6427,7 @@ void commit_model(Model& model, std::vector<tensor>&& values) noexcept {
 template <class Model>
 void restore_model(const io::safetensors_data& data, Model& model, const std::string& source,
                    load_options options = {}) {
-    detail::commit_model(model, detail::decode_model(data, model, source, options));
+    detail::commit_model(detail::decode_model(data, model, source, options));
 }
 
 /// @brief Loads @p path into @p model (and @p optimizer, which must then be in the file).
@@ -6436,11 +6440,11 @@ std::map<std::string, std::string> load_checkpoint(const std::filesystem::path& 
                                                    detail::optimizer_base* optimizer = nullptr,
                                                    load_options options = {}) {
     io::safetensors_data data = io::load_safetensors(path);
-    std::vector<tensor> values = detail::decode_model(data, model, path.string(), options);
+    detail::decoded_model decoded = detail::decode_model(data, model, path.string(), options);
     std::optional<detail::optimizer_base::decoded_state> state;
     if (optimizer) state = optimizer->decode_state(data);
     // Commit: moves only, so nothing below can fail half-way.
-    detail::commit_model(model, std::move(values));
+    detail::commit_model(std::move(decoded));
     if (state) optimizer->commit_state(std::move(*state));
     return std::move(data.metadata);
 }
