@@ -35,6 +35,11 @@ run_one() {
   mkdir -p "$build/corpus/$t" "$build/findings/$t" "$build/seeds/$t"
   local extra=()
   [ -d "tests/fuzz/regressions/$t" ] && extra+=("tests/fuzz/regressions/$t")
+  if [ ! -x "$build/tests/fuzz/fuzz_$t" ]; then
+    echo "fuzz.sh: no fuzz target '$t'" > "$build/findings/$t.log"
+    echo "FAILED" > "$build/findings/$t.status"
+    return
+  fi
   if "$build/tests/fuzz/fuzz_$t" -max_total_time="$seconds" -timeout=20 -rss_limit_mb=2048 \
        -print_final_stats=1 -artifact_prefix="$build/findings/$t/" \
        "$build/corpus/$t" "$build/seeds/$t" "${extra[@]}" > "$build/findings/$t.log" 2>&1; then
@@ -61,10 +66,11 @@ printf '%-18s %-7s %12s %8s %8s %8s\n' target result executions exec/s cov corpu
 for t in "${targets[@]}"; do
   log="$build/findings/$t.log"
   result=$(cat "$build/findings/$t.status" 2>/dev/null || echo "FAILED")
-  execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
-  rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -1)
-  cov=$(grep -Eo 'cov: [0-9]+' "$log" | tail -1 | cut -d' ' -f2)
-  corp=$(grep -Eo 'corp: [0-9]+' "$log" | tail -1 | cut -d' ' -f2)
+  touch "$log"
+  execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1 || true)
+  rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -1 || true)
+  cov=$( (grep -Eo 'cov: [0-9]+' "$log" || true) | tail -1 | cut -d' ' -f2)
+  corp=$( (grep -Eo 'corp: [0-9]+' "$log" || true) | tail -1 | cut -d' ' -f2)
   printf '%-18s %-7s %12s %8s %8s %8s\n' "$t" "$result" "${execs:-?}" "${rate:-?}" "${cov:-?}" "${corp:-?}"
   if [ "$result" != "ok" ]; then
     status=1
