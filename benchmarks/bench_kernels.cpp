@@ -85,6 +85,48 @@ __attribute__((target("avx2"))) void int8_gemv_avx2(const std::int8_t* w, const 
         _mm_storeu_si128(reinterpret_cast<__m128i*>(y + n), s);
     }
 }
+
+// The same GEMV at the instruction-set levels of the ternary kernel paths, so each comparison is
+// at equal footing: AVX-VNNI (vpdpbusd on 256 bits) and AVX-512 VNNI (512 bits; AVX-512 has no
+// vpsignb, so the sign of w moves to a by a masked negation).
+__attribute__((target("avx2,avxvnni"))) void int8_gemv_avxvnni(const std::int8_t* w, const std::int8_t* a,
+                                                               std::size_t N, std::size_t K, std::int32_t* y) {
+    for (std::size_t n = 0; n < N; n += 4) {
+        __m256i acc[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(),
+                          _mm256_setzero_si256()};
+        for (std::size_t k = 0; k < K; k += 32) {
+            const __m256i av = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a + k));
+            for (int r = 0; r < 4; ++r) {
+                const __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + (n + r) * K + k));
+                acc[r] = _mm256_dpbusd_avx_epi32(acc[r], _mm256_sign_epi8(wv, wv), _mm256_sign_epi8(av, wv));
+            }
+        }
+        const __m128i s = detail::hsum4_epi32(acc[0], acc[1], acc[2], acc[3]);
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(y + n), s);
+    }
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vnni"))) void int8_gemv_avx512vnni(const std::int8_t* w,
+                                                                                  const std::int8_t* a, std::size_t N,
+                                                                                  std::size_t K, std::int32_t* y) {
+    const __m512i zero = _mm512_setzero_si512();
+    for (std::size_t n = 0; n < N; n += 4) {
+        __m512i acc[4] = {zero, zero, zero, zero};
+        for (std::size_t k = 0; k < K; k += 64) {
+            const __m512i av = _mm512_loadu_si512(a + k);
+            for (int r = 0; r < 4; ++r) {
+                const __m512i wv = _mm512_loadu_si512(w + (n + r) * K + k);
+                const __m512i as = _mm512_mask_sub_epi8(av, _mm512_movepi8_mask(wv), zero, av);
+                acc[r] = _mm512_dpbusd_epi32(acc[r], _mm512_abs_epi8(wv), as);
+            }
+        }
+        const __m128i s = detail::hsum4_epi32(_mm256_add_epi32(detail::lo256(acc[0]), detail::hi256(acc[0])),
+                                              _mm256_add_epi32(detail::lo256(acc[1]), detail::hi256(acc[1])),
+                                              _mm256_add_epi32(detail::lo256(acc[2]), detail::hi256(acc[2])),
+                                              _mm256_add_epi32(detail::lo256(acc[3]), detail::hi256(acc[3])));
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(y + n), s);
+    }
+}
 #endif
 
 void int8_gemv_scalar(const std::int8_t* w, const std::int8_t* a, std::size_t N, std::size_t K, std::int32_t* y) {
@@ -161,14 +203,25 @@ int main() {
             r.quant_ns = time_call([&] { quantize_activations(x64.data(), 1, K, K, qa, true); }) * 1e9;
         }
 #if TERN_PACKED_X86
-        if (kernel_path_available(kernel_path::avx2)) {
-            // Rows split over the pool like the ternary kernel.
+        if (best != kernel_path::scalar) {
+            // The instruction set of the best ternary path; rows split over the pool like the ternary kernel.
+            using gemv_fn = void (*)(const std::int8_t*, const std::int8_t*, std::size_t, std::size_t, std::int32_t*);
+            const gemv_fn int8_gemv = best == kernel_path::avx512vnni ? int8_gemv_avx512vnni
+                                      : best == kernel_path::avxvnni  ? int8_gemv_avxvnni
+                                                                      : int8_gemv_avx2;
+            std::vector<std::int32_t> ref(N), got(N);
+            int8_gemv_scalar(w8.data(), q1.q.data(), N, K, ref.data());
+            int8_gemv(w8.data(), q1.q.data(), N, K, got.data());
+            if (got != ref) {
+                std::fprintf(stderr, "bench_kernels: the %s int8 baseline disagrees with the scalar one\n", bname.c_str());
+                return 1;
+            }
             r.int8 = measure(
                 [&] {
                     tern::parallel_for(
                         N / 4,
                         [&](std::size_t lo, std::size_t hi) {
-                            int8_gemv_avx2(w8.data() + lo * 4 * K, q1.q.data(), (hi - lo) * 4, K, yi.data() + lo * 4);
+                            int8_gemv(w8.data() + lo * 4 * K, q1.q.data(), (hi - lo) * 4, K, yi.data() + lo * 4);
                         },
                         nk);
                 },
@@ -198,7 +251,7 @@ int main() {
         std::printf("\n== %d thread%s ==\n", threads, threads > 1 ? "s" : "");
         std::printf("%-36s %9s  [%7s]\n", "kernel", "median", "best");
         for (auto& [name, v] : r.gemv) row("ternary GEMV " + name, v, "G weights/s");
-        row("int8-weight GEMV (AVX2, baseline)", r.int8, "G weights/s");
+        row("int8-weight GEMV (" + bname + ", baseline)", r.int8, "G weights/s");
         row("OpenBLAS sgemv", r.sgemv, "G weights/s");
         for (auto& [name, v] : r.gemm8) row("ternary GEMM T=8 " + name, v, "G MAC/s");
         row("OpenBLAS sgemm T=8", r.sgemm8, "G MAC/s");

@@ -126,9 +126,9 @@ int main(int argc, char** argv) {
                         sink = sink + tern::weight_scale_value<tern::absmedian_ternary>(w.data(), w.size());
                 },
                 7) / 100.0;
+            std::vector<float> a(w.size());  // allocated once, as tern's selection keeps its scratch
             const double sort_based = median_seconds(
                 [&] {
-                    std::vector<float> a(w.size());
                     for (std::size_t i = 0; i < w.size(); ++i) a[i] = std::fabs(w[i]);
                     std::nth_element(a.begin(), a.begin() + long((a.size() - 1) / 2), a.end());
                     sink = sink + a[(a.size() - 1) / 2];

@@ -121,8 +121,11 @@ class BitConv2d(nn.Module):
         return y.transpose(1, 2).reshape(n, self.out_channels, h_out, w_out)
 
 
-def make_linear(policy, in_features, out_features, bias=True):
-    """The linear layer a given policy uses."""
+def make_linear(policy, in_features, out_features, bias=None):
+    """The linear layer a given policy uses. bias=None follows tern::linear's default: a bias for
+    the full-precision policies, none for BitLinear (ternary), so both sides train the same model."""
+    if bias is None:
+        bias = policy in ("fp32", "fp16")
     if policy == "fp32":
         return nn.Linear(in_features, out_features, bias=bias)
     if policy == "fp16":
@@ -168,8 +171,8 @@ class SmallCNN(nn.Module):
         end_policy = "fp32" if fp_ends else policy
         self.conv1 = make_conv(end_policy, 1, 32)
         self.conv2 = make_conv(policy, 32, 64)
-        self.fc1 = make_linear(policy, 64 * 7 * 7, 128)
-        self.fc2 = make_linear(end_policy, 128, 10)
+        self.fc1 = make_linear(policy, 64 * 7 * 7, 128, bias=True)   # tern's cnn: linear<P>(flat, 128, true)
+        self.fc2 = make_linear(end_policy, 128, 10, bias=True)
 
     def forward(self, x):
         x = F.max_pool2d(F.relu(self.conv1(x)), 2)

@@ -1,5 +1,5 @@
 // IDX reader: exact round trips (plain and gzip, every element type), every kind of malformed
-// file, MNIST directory loading, and the real Fashion-MNIST files when the machine has them.
+// file, MNIST directory loading. The real Fashion-MNIST files: tests/fashion_mnist.cpp.
 #include <zlib.h>
 
 #include <bit>
@@ -258,35 +258,4 @@ TEST_CASE("load_mnist_dir finds plain and gzip files and checks counts", "[idx]"
     REQUIRE_THROWS_WITH(tern::data::load_mnist_dir(dir.path, true),
                         Catch::Contains("no train-labels file found") && Catch::Contains("train-labels-idx1-ubyte.gz"));
     REQUIRE_THROWS_WITH(tern::data::load_mnist_dir(dir.path / "nope", true), Catch::Contains("not a directory"));
-}
-
-TEST_CASE("Fashion-MNIST from /usr/share/datasets loads when present", "[idx][dataset]") {
-    const fs::path dir = "/usr/share/datasets/fashion-mnist";
-    std::error_code ec;
-    if (!fs::is_directory(dir, ec)) {
-        WARN("skipped: " << dir.string() << " not found");
-        return;
-    }
-    for (bool train : {true, false}) {
-        const auto data = tern::data::load_mnist_dir(dir, train);
-        const std::size_t n = train ? 60000 : 10000;
-        REQUIRE(data.inputs.shape() == tern::shape_t{n, 784});
-        REQUIRE(data.labels.size() == n);
-        std::vector<std::size_t> per_class(10, 0);
-        std::size_t out_of_range = 0;
-        for (int l : data.labels) {
-            if (l < 0 || l > 9) ++out_of_range;
-            else per_class[std::size_t(l)]++;
-        }
-        REQUIRE(out_of_range == 0);
-        for (std::size_t c : per_class) REQUIRE(c == n / 10);  // Fashion-MNIST is balanced
-        float lo = 1, hi = 0;
-        const float* px = data.inputs.data();
-        for (std::size_t i = 0, size = data.inputs.size(); i < size; ++i) {
-            lo = px[i] < lo ? px[i] : lo;
-            hi = px[i] > hi ? px[i] : hi;
-        }
-        REQUIRE(lo == 0.0f);
-        REQUIRE(hi == 1.0f);
-    }
 }

@@ -8,9 +8,11 @@
 /// Loading checks the policy, the description, every name, shape and dtype, and says what differs.
 
 #include <filesystem>
-#include <map>
 #include <cctype>
+#include <map>
+#include <optional>
 #include <string>
+#include <vector>
 
 #include "io/safetensors.hpp"
 #include "optim/optimizer.hpp"
@@ -73,61 +75,89 @@ void save_checkpoint(const std::filesystem::path& path, Model& model,
     io::save_safetensors(path, checkpoint_data(model, optimizer, extra));
 }
 
-/// @brief Copies the tensors of @p data into @p model after checking that they fit exactly.
+namespace detail {
+
+/// A checkpoint's model tensors, decoded and checked, and the parameters they go to.
+struct decoded_model {
+    parameter_list params;
+    std::vector<tensor> values;  // one per parameter, same order
+};
+
+/// Checks @p data against @p model and decodes every model tensor without changing the model:
+/// the first half of a transactional load.
 template <class Model>
-void restore_model(const io::safetensors_data& data, Model& model, const std::string& source,
-                   load_options options = {}) {
+decoded_model decode_model(const io::safetensors_data& data, Model& model, const std::string& source,
+                           load_options options) {
     const auto meta = [&](const char* key) -> std::string {
         auto it = data.metadata.find(key);
-        detail::require(it != data.metadata.end(), source, ": not a tern checkpoint (no '", key, "' metadata)");
+        require(it != data.metadata.end(), source, ": not a tern checkpoint (no '", key, "' metadata)");
         return it->second;
     };
-    detail::require(meta("tern.format") == checkpoint_format, source, ": expected checkpoint format '",
-                    checkpoint_format, "', found '", meta("tern.format"), "'");
+    require(meta("tern.format") == checkpoint_format, source, ": expected checkpoint format '", checkpoint_format,
+            "', found ", io::detail::quote(meta("tern.format")));
     const std::string policy = policy_name(model), file_policy = meta("tern.policy");
     const std::string described = model.describe(), file_described = meta("tern.model");
     if (options.allow_policy_change) {
-        detail::require(detail::strip_policies(file_described) == detail::strip_policies(described), source,
-                        ": the checkpoint holds a different architecture.\n  expected: ", described,
-                        "\n  found:    ", file_described);
+        require(strip_policies(file_described) == strip_policies(described), source,
+                ": the checkpoint holds a different architecture.\n  expected: ", described,
+                "\n  found:    ", io::detail::quote(file_described, described.size() + 40));
     } else {
-        detail::require(file_policy == policy, source, ": policy mismatch: the model is '", policy,
-                        "', the checkpoint is '", file_policy, "' (convert the model, or load with allow_policy_change)");
-        detail::require(file_described == described, source, ": the checkpoint holds a different model.\n  expected: ",
-                        described, "\n  found:    ", file_described);
+        require(file_policy == policy, source, ": policy mismatch: the model is '", policy, "', the checkpoint is ",
+                io::detail::quote(file_policy), " (convert the model, or load with allow_policy_change)");
+        require(file_described == described, source, ": the checkpoint holds a different model.\n  expected: ",
+                described, "\n  found:    ", io::detail::quote(file_described, described.size() + 40));
     }
-    const parameter_list params = model.parameters();
+    decoded_model out{model.parameters(), {}};
+    const parameter_list& params = out.params;
     std::size_t model_tensors = 0;
     for (const auto& p : params) {
-        detail::require(data.contains(p.name), source, ": missing tensor '", p.name, "' (shape ",
-                        detail::shape_string(p.value->shape()), ")");
+        require(data.contains(p.name), source, ": missing tensor '", p.name, "' (shape ",
+                shape_string(p.value->shape()), ")");
         ++model_tensors;
     }
     for (const auto& name : data.names()) {
         if (name.rfind("optimizer.", 0) == 0) continue;
         bool known = false;
         for (const auto& p : params) known |= p.name == name;
-        detail::require(known, source, ": unexpected tensor '", name, "' that the model does not have");
+        require(known, source, ": unexpected tensor ", io::detail::quote(name), " that the model does not have");
     }
-    // Decode everything before assigning anything, so a bad file leaves the model unchanged.
-    std::vector<tensor> values;
-    values.reserve(model_tensors);
-    for (const auto& p : params) values.push_back(data.get_f32(p.name, detail::to_shape(p.value->shape())));
-    for (std::size_t i = 0; i < params.size(); ++i) *params[i].value = std::move(values[i]);
+    out.values.reserve(model_tensors);
+    for (const auto& p : params) out.values.push_back(data.get_f32(p.name, to_shape(p.value->shape())));
+    return out;
+}
+
+/// Moves what decode_model returned into the model's parameters (moves only, nothing that can fail).
+inline void commit_model(decoded_model&& d) noexcept {
+    for (std::size_t i = 0; i < d.params.size(); ++i) *d.params[i].value = std::move(d.values[i]);
+}
+
+}  // namespace detail
+
+/// @brief Copies the tensors of @p data into @p model after checking that they fit exactly.
+/// @throws tern::error saying what does not match; the model is unchanged on error.
+template <class Model>
+void restore_model(const io::safetensors_data& data, Model& model, const std::string& source,
+                   load_options options = {}) {
+    detail::commit_model(detail::decode_model(data, model, source, options));
 }
 
 /// @brief Loads @p path into @p model (and @p optimizer, which must then be in the file).
 /// @return the file's metadata (including any extra entries saved with it).
 /// @throws tern::error naming the file and what does not match (policy, model, tensor name,
-///         shape, dtype) or what is malformed; the model is unchanged on error.
+///         shape, dtype) or what is malformed; the model and the optimizer are unchanged on error
+///         (both are decoded and checked before either is changed).
 template <class Model>
 std::map<std::string, std::string> load_checkpoint(const std::filesystem::path& path, Model& model,
                                                    detail::optimizer_base* optimizer = nullptr,
                                                    load_options options = {}) {
-    const io::safetensors_data data = io::load_safetensors(path);
-    restore_model(data, model, path.string(), options);
-    if (optimizer) optimizer->load_state(data);
-    return data.metadata;
+    io::safetensors_data data = io::load_safetensors(path);
+    detail::decoded_model decoded = detail::decode_model(data, model, path.string(), options);
+    std::optional<detail::optimizer_base::decoded_state> state;
+    if (optimizer) state = optimizer->decode_state(data);
+    // Commit: moves only, so nothing below can fail half-way.
+    detail::commit_model(std::move(decoded));
+    if (state) optimizer->commit_state(std::move(*state));
+    return std::move(data.metadata);
 }
 
 }  // namespace tern

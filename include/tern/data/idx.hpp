@@ -3,9 +3,10 @@
 /// @brief Reader for the IDX format of MNIST / Fashion-MNIST, plain or gzip-compressed.
 ///
 /// Layout (all big-endian): bytes `0x00 0x00 <type> <ndim>`, then ndim uint32 dimensions, then
-/// the elements in row-major order. Header dimensions are never trusted: for plain files they
-/// are checked against the real file size before anything is allocated, and gzip data is read
-/// in chunks that stop at the claimed size (so a lying header cannot trigger a huge allocation).
+/// the elements in row-major order. Header dimensions are never trusted (docs/file-formats.md):
+/// the rank and the element count are capped (io::limits), for plain files the dimensions are
+/// checked against the real file size before anything is allocated, and gzip data is read in
+/// chunks that stop at the claimed size (so a lying header cannot trigger a huge allocation).
 
 #include <zlib.h>
 
@@ -24,6 +25,7 @@
 #include <vector>
 
 #include "../error.hpp"
+#include "../io/checked.hpp"
 #include "../tensor.hpp"
 #include "batches.hpp"
 
@@ -164,6 +166,8 @@ idx_file parse_idx_stream(Reader& in, bool gzip, std::uintmax_t plain_size, cons
     out.type = static_cast<idx_type>(code);
     const std::size_t ndim = magic[3];
     require(ndim >= 1, where, ": expected at least 1 dimension, header says ndim=0");
+    require(ndim <= io::limits::max_rank, where, ": header says ndim=", ndim, ", more than the limit of ",
+            io::limits::max_rank);
 
     std::vector<std::uint8_t> dim_bytes(4 * ndim);
     const std::size_t got_dims = in.read(dim_bytes.data(), dim_bytes.size());
@@ -171,22 +175,19 @@ idx_file parse_idx_stream(Reader& in, bool gzip, std::uintmax_t plain_size, cons
             " header bytes, the ", what, " has only ", 4 + got_dims);
     const std::size_t header = 4 + 4 * ndim;
 
-    // Element and byte counts, refusing anything that does not fit in size_t.
+    // Byte count, with the non-zero dimensions capped: a zero dimension makes the count 0, but the
+    // tensor's strides are still products of the other dimensions.
     const std::size_t elem = idx_element_size(out.type);
-    std::size_t count = 1;
-    bool overflow = false;
     out.dims.resize(ndim);
-    for (std::size_t i = 0; i < ndim; ++i) {
-        out.dims[i] = load_be32(dim_bytes.data() + 4 * i);
-        if (out.dims[i] != 0 && count > std::numeric_limits<std::size_t>::max() / out.dims[i]) overflow = true;
-        else count *= out.dims[i];
-    }
-    if (!overflow && count > std::numeric_limits<std::size_t>::max() / elem) overflow = true;
-    require(!overflow, where, ": dims ", shape_string(out.dims), " of ", idx_type_name(out.type),
-            " describe more bytes than can be addressed");
-    const std::size_t need = count * elem;
+    for (std::size_t i = 0; i < ndim; ++i) out.dims[i] = load_be32(dim_bytes.data() + 4 * i);
+    const auto bytes = io::detail::checked_bytes(out.dims, elem);
+    require(bytes.has_value() && *bytes <= std::numeric_limits<std::size_t>::max(), where, ": dims ",
+            shape_string(out.dims), " of ", idx_type_name(out.type), " describe more bytes than can be addressed (the limit is ",
+            io::limits::max_elements, " elements, counting non-zero dimensions)");
+    const std::size_t need = static_cast<std::size_t>(*bytes);
 
     if (!gzip) {
+        require(plain_size >= header, where, ": file changed while reading (smaller than its header)");
         const std::uintmax_t have = plain_size - header;
         require(have >= need, where, ": truncated data: dims ", shape_string(out.dims), " of ",
                 idx_type_name(out.type), " need ", need, " data bytes after the ", header,
@@ -249,7 +250,13 @@ inline idx_file read_idx(const std::filesystem::path& path) {
 }
 
 /// @brief Decodes the elements of @p f (any IDX type, big-endian) into a float tensor of shape dims.
+/// @throws tern::error if dims break a cap of io::limits or do not match the number of bytes.
 inline tensor idx_to_tensor(const idx_file& f) {
+    const auto need = io::detail::checked_bytes(f.dims, idx_element_size(f.type));
+    detail::require(need.has_value() && *need == f.bytes.size(), "idx_to_tensor: dims ",
+                    detail::shape_string(f.dims), " of ", idx_type_name(f.type), " need ",
+                    need ? std::to_string(*need) : std::string("more elements than the limit"), " bytes, the file holds ",
+                    f.bytes.size());
     tensor out = tensor::from_shape(f.dims);
     const std::size_t n = f.count();
     const std::uint8_t* p = f.bytes.data();

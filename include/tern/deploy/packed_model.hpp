@@ -216,7 +216,7 @@ inline inference_model parse_packed_model(const io::safetensors_data& data, cons
 
     nlohmann::json arch;
     try {
-        arch = nlohmann::json::parse(meta("tern.architecture"));
+        arch = io::detail::parse_json_limited(meta("tern.architecture"), where + ": metadata 'tern.architecture'");
     } catch (const nlohmann::json::exception& e) {
         detail::fail(where, ": metadata 'tern.architecture' is not valid JSON: ", e.what());
     }

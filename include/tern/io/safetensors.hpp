@@ -7,9 +7,10 @@
 /// tensor name to {"dtype", "shape", "data_offsets": [begin, end]} (offsets relative to the
 /// start of the byte buffer) and may hold "__metadata__": {string: string}.
 ///
-/// Loading trusts nothing in the header: every length, offset and shape is checked against the
-/// real size of the data before a byte is allocated for it, and the tensors must tile the
-/// buffer exactly (no overlaps, no gaps, no trailing bytes).
+/// Loading trusts nothing in the header (docs/file-formats.md): every length, offset and shape is
+/// checked against the real size of the data and against the caps of io::limits (rank, elements,
+/// JSON nesting) before a byte is allocated for it, and the tensors must tile the buffer exactly
+/// (no overlaps, no gaps, no trailing bytes). Messages quote at most a short prefix of a bad value.
 
 #include <nlohmann/json.hpp>
 
@@ -40,6 +41,7 @@
 
 #include "../error.hpp"
 #include "../tensor.hpp"
+#include "checked.hpp"
 
 namespace tern::io {
 
@@ -103,20 +105,17 @@ struct stored_tensor {
 
 namespace detail {
 
-/// product(shape) * elem, or nothing if it does not fit in size_t.
+/// product(shape) * elem, or nothing if the shape breaks a cap of io::limits (rank, elements).
 inline std::optional<std::size_t> checked_byte_count(const shape_t& shape, std::size_t elem) {
-    std::size_t n = elem;
-    for (std::size_t d : shape) {
-        if (d != 0 && n > std::numeric_limits<std::size_t>::max() / d) return std::nullopt;
-        n *= d;
-    }
-    return n;
+    const auto n = checked_bytes(shape, elem);
+    if (!n || *n > std::numeric_limits<std::size_t>::max()) return std::nullopt;
+    return static_cast<std::size_t>(*n);
 }
 
 inline std::string list_names(const std::vector<std::string>& names, std::size_t max_shown = 5) {
     if (names.empty()) return "(none)";
     std::string s;
-    for (std::size_t i = 0; i < names.size() && i < max_shown; ++i) s += (i ? ", '" : "'") + names[i] + "'";
+    for (std::size_t i = 0; i < names.size() && i < max_shown; ++i) s += (i ? ", " : "") + quote(names[i]);
     if (names.size() > max_shown) s += ", ... (" + std::to_string(names.size()) + " in all)";
     return s;
 }
@@ -270,19 +269,15 @@ inline const char* json_kind(const nlohmann::json& j) { return j.type_name(); }
 /// Reads an unsigned JSON integer field, or fails saying what was found.
 inline std::uint64_t json_unsigned(const nlohmann::json& j, const std::string& where, const std::string& what) {
     tern::detail::require(j.is_number_unsigned(), where, ": ", what, ": expected a non-negative integer, found ",
-                          j.is_number() ? j.dump() : std::string(json_kind(j)));
+                          j.is_number() ? dump_short(j) : std::string(json_kind(j)));
     return j.get<std::uint64_t>();
 }
 
 /// Parses and validates the JSON header; fills @p metadata and returns the entries sorted by offset.
 inline std::vector<st_entry> parse_header(const std::uint8_t* text, std::size_t n, std::size_t buffer_size,
                                           const std::string& where, std::map<std::string, std::string>& metadata) {
-    nlohmann::json root;
-    try {
-        root = nlohmann::json::parse(text, text + n);
-    } catch (const nlohmann::json::exception& e) {
-        tern::detail::fail(where, ": header is not valid JSON: ", e.what());
-    }
+    const nlohmann::json root =
+        parse_json_limited(std::string_view(reinterpret_cast<const char*>(text), n), where + ": header");
     tern::detail::require(root.is_object(), where, ": header must be a JSON object, found ", json_kind(root));
 
     std::vector<st_entry> entries;
@@ -294,13 +289,13 @@ inline std::vector<st_entry> parse_header(const std::uint8_t* text, std::size_t 
             tern::detail::require(v.is_object(), where, ": __metadata__ must be an object of strings, found ",
                                   json_kind(v));
             for (auto m = v.begin(); m != v.end(); ++m) {
-                tern::detail::require(m.value().is_string(), where, ": __metadata__ entry '", m.key(),
-                                      "' must be a string, found ", json_kind(m.value()));
+                tern::detail::require(m.value().is_string(), where, ": __metadata__ entry ", quote(m.key()),
+                                      " must be a string, found ", json_kind(m.value()));
                 metadata[m.key()] = m.value().get<std::string>();
             }
             continue;
         }
-        const std::string at = where + ": tensor '" + key + "'";
+        const std::string at = where + ": tensor " + quote(key);
         tern::detail::require(v.is_object(), at, ": expected an object with dtype, shape and data_offsets, found ",
                               json_kind(v));
         for (const char* field : {"dtype", "shape", "data_offsets"})
@@ -311,10 +306,12 @@ inline std::vector<st_entry> parse_header(const std::uint8_t* text, std::size_t 
 
         tern::detail::require(jt.is_string(), at, ": dtype must be a string, found ", json_kind(jt));
         const auto type = parse_dtype(jt.get<std::string>());
-        tern::detail::require(type.has_value(), at, ": unknown dtype ", jt.dump(),
+        tern::detail::require(type.has_value(), at, ": unknown dtype ", dump_short(jt),
                               ", expected one of F32 F16 BF16 F64 I8 U8 I16 I32 I64 U32 BOOL");
 
         tern::detail::require(js.is_array(), at, ": shape must be an array, found ", json_kind(js));
+        tern::detail::require(js.size() <= limits::max_rank, at, ": shape has ", js.size(),
+                              " dimensions, more than the limit of ", limits::max_rank);
         shape_t shape;
         shape.reserve(js.size());
         for (std::size_t i = 0; i < js.size(); ++i) {
@@ -325,7 +322,7 @@ inline std::vector<st_entry> parse_header(const std::uint8_t* text, std::size_t 
         }
 
         tern::detail::require(jo.is_array() && jo.size() == 2, at,
-                              ": data_offsets must be an array [begin, end], found ", jo.dump());
+                              ": data_offsets must be an array [begin, end], found ", dump_short(jo));
         const std::uint64_t begin = json_unsigned(jo[0], at, "data_offsets[0]");
         const std::uint64_t end = json_unsigned(jo[1], at, "data_offsets[1]");
         tern::detail::require(begin <= end, at, ": data_offsets [", begin, ", ", end, "] have begin > end");
@@ -334,7 +331,8 @@ inline std::vector<st_entry> parse_header(const std::uint8_t* text, std::size_t 
 
         const auto need = checked_byte_count(shape, dtype_size(*type));
         tern::detail::require(need.has_value(), at, ": shape ", tern::detail::shape_string(shape), " of ",
-                              dtype_name(*type), " describes more bytes than can be addressed");
+                              dtype_name(*type), " describes more bytes than can be addressed (the limit is ",
+                              limits::max_elements, " elements, counting non-zero dimensions)");
         tern::detail::require(end - begin == *need, at, ": data_offsets [", begin, ", ", end, "] span ", end - begin,
                               " bytes but ", dtype_name(*type), " with shape ", tern::detail::shape_string(shape),
                               " needs ", *need);
@@ -350,11 +348,11 @@ inline std::vector<st_entry> parse_header(const std::uint8_t* text, std::size_t 
     const st_entry* prev = nullptr;
     for (const st_entry& e : entries) {
         if (e.begin < cursor)
-            tern::detail::fail(where, ": tensor '", e.name, "' data_offsets [", e.begin, ", ", e.end,
-                               "] overlap tensor '", prev->name, "' [", prev->begin, ", ", prev->end, "]");
+            tern::detail::fail(where, ": tensor ", quote(e.name), " data_offsets [", e.begin, ", ", e.end,
+                               "] overlap tensor ", quote(prev->name), " [", prev->begin, ", ", prev->end, "]");
         if (e.begin > cursor)
             tern::detail::fail(where, ": bytes [", cursor, ", ", e.begin, ") of the data buffer belong to no tensor",
-                               " (gap before tensor '", e.name, "')");
+                               " (gap before tensor ", quote(e.name), ")");
         cursor = e.end;
         if (e.end > e.begin || !prev) prev = &e;
     }

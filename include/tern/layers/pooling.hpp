@@ -17,13 +17,26 @@
 namespace tern {
 namespace detail {
 
+/// Checks a pooling geometry without overflow (the values may come from a file): kernel >= 1 and
+/// padding <= kernel / 2, so every window of the output holds at least one input cell.
+inline void check_pool_geometry(const char* name, std::size_t kernel, std::size_t padding) {
+    require(kernel > 0, name, ": expected a kernel size of at least 1, got 0");
+    require(padding <= kernel / 2, name, ": padding must be at most half the kernel size, got padding ", padding,
+            " for kernel ", kernel);
+}
+
 /// Clipped input range [lo, hi) of pooling window o (kernel k, stride s, padding p) along an
-/// axis of length n: the training layers and the frozen inference layer share it.
+/// axis of length n: the training layers and the frozen inference layer share it. The arithmetic is
+/// unsigned and checked, so no geometry (read from a file, say) can overflow it.
+/// @throws tern::error for a geometry check_pool_geometry refuses or a window start past 2^64.
 inline void pool_range(std::size_t o, std::size_t n, std::size_t k, std::size_t s, std::size_t p, std::size_t& lo,
                        std::size_t& hi) {
-    const long start = long(o * s) - long(p);
-    lo = std::size_t(std::max<long>(start, 0));
-    hi = std::size_t(std::min<long>(start + long(k), long(n)));
+    check_pool_geometry("pooling", k, p);
+    std::size_t at = 0, end = 0;  // window [at - p, end - p) before clipping
+    require(!__builtin_mul_overflow(o, s, &at) && !__builtin_add_overflow(at, k, &end), "pooling: window ", o,
+            " of stride ", s, " and kernel ", k, " lies past 2^64");
+    lo = std::min(at > p ? at - p : 0, n);
+    hi = std::min(end > p ? end - p : 0, n);
 }
 
 /// Shared geometry and checks of the windowed pooling layers.
@@ -32,9 +45,7 @@ public:
     static constexpr bool parameter_free = true;
     pool_window(const char* name, std::size_t kernel, std::size_t stride, std::size_t padding)
         : name_(name), k_(kernel), s_(stride == 0 ? kernel : stride), p_(padding) {
-        require(kernel > 0, name, ": expected a kernel size of at least 1, got 0");
-        require(2 * padding <= kernel, name, ": padding must be at most half the kernel size, got padding ", padding,
-                " for kernel ", kernel);
+        check_pool_geometry(name, kernel, padding);
     }
 
     std::string describe() const {

@@ -3,8 +3,11 @@
 /// @brief What SGD and Adam share: the parameter list, the learning rate, the step count, and
 /// per-parameter state tensors that can be saved, loaded, kept or reset.
 
+#include <charconv>
 #include <cstddef>
 #include <string>
+#include <system_error>
+#include <utility>
 #include <vector>
 
 #include "../io/safetensors.hpp"
@@ -66,25 +69,42 @@ public:
                 out.put("optimizer." + std::to_string(s) + "." + trainable_[i]->name, state_[i][s]);
     }
 
+    /// What load_state reads from a file, decoded and checked but not yet applied.
+    struct decoded_state {
+        std::size_t step = 0;
+        std::vector<std::vector<tensor>> state;
+    };
+
     /// Restores what save_state wrote; every tensor must be present with the right shape.
-    void load_state(const io::safetensors_data& in) {
+    /// The optimizer is unchanged when this throws.
+    void load_state(const io::safetensors_data& in) { commit_state(decode_state(in)); }
+
+    /// Reads and checks the state in @p in without changing the optimizer (the first half of
+    /// load_state; a checkpoint load decodes the model and the optimizer before it changes either).
+    decoded_state decode_state(const io::safetensors_data& in) const {
         auto kind = in.metadata.find("optimizer");
         require(kind != in.metadata.end(), kind_, ": the checkpoint holds no optimizer state");
-        require(kind->second == kind_, "optimizer state: expected '", kind_, "', the checkpoint holds '",
-                kind->second, "'");
+        require(kind->second == kind_, "optimizer state: expected '", kind_, "', the checkpoint holds ",
+                io::detail::quote(kind->second));
         auto step = in.metadata.find("optimizer.step");
         require(step != in.metadata.end(), kind_, ": the checkpoint has no optimizer.step");
-        std::size_t parsed = 0;
-        try {
-            parsed = std::stoull(step->second);
-        } catch (const std::exception&) {
-            fail(kind_, ": optimizer.step must be a whole number, got '", step->second, "'");
-        }
+        decoded_state out;
+        const std::string& text = step->second;
+        const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), out.step);
+        require(!text.empty() && ec == std::errc() && end == text.data() + text.size(), kind_,
+                ": optimizer.step must be a whole number, got ", io::detail::quote(text));
+        out.state.resize(trainable_.size());
         for (std::size_t i = 0; i < trainable_.size(); ++i)
             for (std::size_t s = 0; s < slots_; ++s)
-                state_[i][s] = in.get_f32("optimizer." + std::to_string(s) + "." + trainable_[i]->name,
-                                          to_shape(trainable_[i]->value->shape()));
-        step_ = parsed;
+                out.state[i].push_back(in.get_f32("optimizer." + std::to_string(s) + "." + trainable_[i]->name,
+                                                  to_shape(trainable_[i]->value->shape())));
+        return out;
+    }
+
+    /// Applies what decode_state returned (moves only, nothing that can fail).
+    void commit_state(decoded_state&& d) noexcept {
+        state_ = std::move(d.state);
+        step_ = d.step;
     }
 
 protected:

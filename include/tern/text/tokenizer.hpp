@@ -14,6 +14,8 @@
 ///  - encoding applies the merges in the order they were learned (lowest rank first).
 /// File format ("tern-bpe 1"): a header line, "merges N", then N lines "LEFT RIGHT" with the ids
 /// merged into token 256 + line index; ids must refer to tokens that exist before that merge.
+/// A token is at most bpe_max_token_bytes long (training never crosses a 64-byte chunk), so a file
+/// cannot describe more than 64 bytes per merge (docs/file-formats.md).
 
 #include <algorithm>
 #include <cstdint>
@@ -27,8 +29,12 @@
 #include <vector>
 
 #include "../error.hpp"
+#include "../io/checked.hpp"
 
 namespace tern::text {
+
+/// @brief Longest token in bytes: the chunk length, which merges never cross.
+inline constexpr std::size_t bpe_max_token_bytes = 64;
 
 /// @brief One token per byte: ids 0..255.
 class byte_tokenizer {
@@ -64,12 +70,12 @@ inline int byte_class(unsigned char c) {
     return 2;
 }
 
-/// Cuts @p text into BPE chunks (see the file comment); chunks are at most 64 bytes.
+/// Cuts @p text into BPE chunks (see the file comment); chunks are at most bpe_max_token_bytes.
 inline std::vector<std::string_view> split_chunks(std::string_view text) {
     std::vector<std::string_view> out;
     std::size_t start = 0;
     for (std::size_t i = 1; i <= text.size(); ++i) {
-        bool cut = i == text.size() || i - start >= 64;
+        bool cut = i == text.size() || i - start >= bpe_max_token_bytes;
         if (!cut) {
             const unsigned char prev = static_cast<unsigned char>(text[i - 1]), cur = static_cast<unsigned char>(text[i]);
             const int cp = byte_class(prev), cc = byte_class(cur);
@@ -191,8 +197,11 @@ public:
     /// @throws tern::error naming the file and line for a missing file, a wrong header, a bad count,
     ///         a malformed line, an id that refers to a token not defined yet, or trailing content.
     static bpe_tokenizer load(const std::filesystem::path& path) {
-        std::ifstream in(path);
         const std::string where = "bpe_tokenizer: '" + path.string() + "'";
+        std::error_code ec;
+        const std::uintmax_t file_size = std::filesystem::file_size(path, ec);
+        tern::detail::require(!ec, where, ": cannot open the file (", ec.message(), ")");
+        std::ifstream in(path, std::ios::binary);
         tern::detail::require(in.good(), where, ": cannot open the file");
         std::string line;
         std::size_t line_no = 0;
@@ -203,7 +212,7 @@ public:
             return true;
         };
         tern::detail::require(next() && line == "tern-bpe 1", where,
-                              ": not a tern BPE file (expected first line 'tern-bpe 1', got '", line, "')");
+                              ": not a tern BPE file (expected first line 'tern-bpe 1', got ", io::detail::quote(line), ")");
         tern::detail::require(next(), where, ": line 2: expected 'merges N', found the end of the file");
         std::size_t count = 0;
         {
@@ -211,11 +220,18 @@ public:
             std::string word, rest;
             long long n = -1;
             tern::detail::require((s >> word >> n) && word == "merges" && !(s >> rest) && n >= 0 && n < (1 << 24),
-                                  where, ": line 2: expected 'merges N' with N in [0, 2^24), got '", line, "'");
+                                  where, ": line 2: expected 'merges N' with N in [0, 2^24), got ", io::detail::quote(line));
             count = std::size_t(n);
         }
+        // Each merge line takes at least 4 bytes ("0 0\n"): nothing is reserved beyond what the rest
+        // of the file can hold (a short file then fails below, naming the line it ends at).
+        const std::streamoff pos = in.tellg();
+        const std::uintmax_t remaining = pos < 0 ? 0 : file_size - std::min<std::uintmax_t>(file_size, std::uintmax_t(pos));
+        const std::size_t possible = std::size_t(std::min<std::uintmax_t>(count, remaining / 4));
         bpe_tokenizer tok;
-        tok.merges_.reserve(count);
+        tok.merges_.reserve(possible);
+        std::vector<std::size_t> length(256, 1);  // bytes of each token, checked before rebuild() builds them
+        length.reserve(256 + possible);
         for (std::size_t i = 0; i < count; ++i) {
             tern::detail::require(next(), where, ": expected ", count, " merges, found ", i, " (the file ends at line ",
                                   line_no, ")");
@@ -223,16 +239,21 @@ public:
             long long a = -1, b = -1;
             std::string rest;
             tern::detail::require(bool(s >> a >> b) && !(s >> rest), where, ": line ", line_no,
-                                  ": expected two token ids 'LEFT RIGHT', got '", line, "'");
+                                  ": expected two token ids 'LEFT RIGHT', got ", io::detail::quote(line));
             const long long defined = 256 + (long long)i;
             tern::detail::require(a >= 0 && b >= 0 && a < defined && b < defined, where, ": line ", line_no,
                                   ": merge ", i, " refers to token ", (a < 0 || a >= defined) ? a : b,
                                   ", but only ids 0..", defined - 1, " exist before it");
+            const std::size_t bytes = length[std::size_t(a)] + length[std::size_t(b)];
+            tern::detail::require(bytes <= bpe_max_token_bytes, where, ": line ", line_no, ": merge ", i, " of tokens ",
+                                  a, " and ", b, " makes a token of ", bytes, " bytes, more than the limit of ",
+                                  bpe_max_token_bytes);
+            length.push_back(bytes);
             tok.merges_.emplace_back(int(a), int(b));
         }
         while (next())
             tern::detail::require(line.find_first_not_of(" \t") == std::string::npos, where, ": line ", line_no,
-                                  ": unexpected content after the ", count, " merges: '", line, "'");
+                                  ": unexpected content after the ", count, " merges: ", io::detail::quote(line));
         tok.rebuild();
         return tok;
     }
