@@ -3,6 +3,7 @@
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <filesystem>
+#include <optional>
 #include <random>
 #include <vector>
 
@@ -148,5 +149,43 @@ TEST_CASE("the Adam update gives the same bits on every SIMD path", "[optim][sim
             CHECK(m == m_ref);
             CHECK(v == v_ref);
         }
+    }
+}
+
+TEST_CASE("a copied optimizer outlives its original; a moved model trains on after rebind", "[optim][state]") {
+    tern::manual_seed(4);
+    auto make = [] { return tern::sequential{tern::linear<tern::absmean_ternary>(6, 5), tern::relu{},
+                                             tern::linear<tern::fp32>(5, 3)}; };
+    const tern::tensor x = tern::tensor(tern::shape_t{4, 6}, 0.5f);
+    const std::vector<int> labels = {0, 1, 2, 1};
+    tern::softmax_cross_entropy loss;
+    auto step = [&](auto& model, auto& opt) {
+        opt.zero_grad();
+        loss.forward(model.forward(x), labels);
+        model.backward(loss.backward());
+        opt.step();
+    };
+    // Reference: one model, one optimizer, 6 steps.
+    auto ref = make();
+    auto start = ref;  // the same initial weights for the second run
+    tern::adamw ref_opt(ref.parameters(), {.lr = 1e-2f});
+    for (int i = 0; i < 6; ++i) step(ref, ref_opt);
+
+    // The same run, but the optimizer is copied after 2 steps and the original destroyed; the model
+    // is then moved and the copy rebound to it (its names, shapes and moments are its own).
+    auto model = start;
+    std::optional<tern::adamw> original(std::in_place, model.parameters(), tern::adam_options{.lr = 1e-2f});
+    for (int i = 0; i < 2; ++i) step(model, *original);
+    tern::adamw copy = *original;
+    original.reset();
+    auto moved = std::move(model);
+    copy.rebind(moved.parameters());
+    for (int i = 0; i < 4; ++i) step(moved, copy);
+    CHECK(copy.steps() == 6);
+    const auto a = ref.parameters(), b = moved.parameters();
+    REQUIRE(a.size() == b.size());
+    for (std::size_t i = 0; i < a.size(); ++i) {
+        INFO(a[i].name);
+        CHECK(std::equal(a[i].value->begin(), a[i].value->end(), b[i].value->begin()));
     }
 }

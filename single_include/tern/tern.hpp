@@ -2109,47 +2109,6 @@ void backward_parameters(Model& model, const tensor& grad_output) {
 #include <utility>
 #include <vector>
 
-// ----- begin tern/io/safetensors.hpp -----
-/// @file safetensors.hpp
-/// @brief Reading and writing the safetensors file format.
-///
-/// Layout: an 8-byte little-endian unsigned header length N, N bytes of UTF-8 JSON (optionally
-/// padded with trailing spaces), then the raw little-endian tensor bytes. The JSON maps each
-/// tensor name to {"dtype", "shape", "data_offsets": [begin, end]} (offsets relative to the
-/// start of the byte buffer) and may hold "__metadata__": {string: string}.
-///
-/// Loading trusts nothing in the header (docs/file-formats.md): every length, offset and shape is
-/// checked against the real size of the data and against the caps of io::limits (rank, elements,
-/// JSON nesting) before a byte is allocated for it, and the tensors must tile the buffer exactly
-/// (no overlaps, no gaps, no trailing bytes). Messages quote at most a short prefix of a bad value.
-
-#include <nlohmann/json.hpp>
-
-#include <algorithm>
-#include <atomic>
-#include <bit>
-#include <cerrno>
-#include <cstddef>
-#include <cstdint>
-#include <cstdio>
-#include <cstring>
-#include <filesystem>
-#include <fstream>
-#include <limits>
-#include <map>
-#include <optional>
-#include <string>
-#include <string_view>
-#include <system_error>
-#include <utility>
-#include <vector>
-
-#if defined(_WIN32)
-#include <process.h>
-#else
-#include <unistd.h>
-#endif
-
 // ----- begin tern/io/checked.hpp -----
 /// @file io/checked.hpp
 /// @brief What every file reader shares to survive hostile input (docs/file-formats.md): fixed
@@ -2310,6 +2269,47 @@ inline nlohmann::json parse_json_limited(std::string_view text, const std::strin
 }  // namespace detail
 }  // namespace tern::io
 // ----- end tern/io/checked.hpp -----
+// ----- begin tern/io/safetensors.hpp -----
+/// @file safetensors.hpp
+/// @brief Reading and writing the safetensors file format.
+///
+/// Layout: an 8-byte little-endian unsigned header length N, N bytes of UTF-8 JSON (optionally
+/// padded with trailing spaces), then the raw little-endian tensor bytes. The JSON maps each
+/// tensor name to {"dtype", "shape", "data_offsets": [begin, end]} (offsets relative to the
+/// start of the byte buffer) and may hold "__metadata__": {string: string}.
+///
+/// Loading trusts nothing in the header (docs/file-formats.md): every length, offset and shape is
+/// checked against the real size of the data and against the caps of io::limits (rank, elements,
+/// JSON nesting) before a byte is allocated for it, and the tensors must tile the buffer exactly
+/// (no overlaps, no gaps, no trailing bytes). Messages quote at most a short prefix of a bad value.
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <atomic>
+#include <bit>
+#include <cerrno>
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <utility>
+#include <vector>
+
+#if defined(_WIN32)
+#include <process.h>
+#else
+#include <unistd.h>
+#endif
+
 
 namespace tern::io {
 
@@ -2882,26 +2882,26 @@ public:
     std::size_t size_field(const char* key, std::size_t min = 1, std::size_t max = std::size_t{1} << 40) const {
         const nlohmann::json& v = field(key);
         if (!v.is_number_unsigned() || v.get<std::uint64_t>() < min || v.get<std::uint64_t>() > max)
-            fail("field '", key, "': expected an integer in ", min, "..", max, ", found ", v.dump());
+            fail("field '", key, "': expected an integer in ", min, "..", max, ", found ", io::detail::dump_short(v));
         return static_cast<std::size_t>(v.get<std::uint64_t>());
     }
     /// @brief A boolean field of the configuration.
     bool bool_field(const char* key) const {
         const nlohmann::json& v = field(key);
-        if (!v.is_boolean()) fail("field '", key, "': expected true or false, found ", v.dump());
+        if (!v.is_boolean()) fail("field '", key, "': expected true or false, found ", io::detail::dump_short(v));
         return v.get<bool>();
     }
     /// @brief A finite number field of the configuration.
     double number_field(const char* key) const {
         const nlohmann::json& v = field(key);
         if (!v.is_number() || !std::isfinite(v.get<double>()))
-            fail("field '", key, "': expected a finite number, found ", v.dump());
+            fail("field '", key, "': expected a finite number, found ", io::detail::dump_short(v));
         return v.get<double>();
     }
     /// @brief A string field of the configuration.
     std::string string_field(const char* key) const {
         const nlohmann::json& v = field(key);
-        if (!v.is_string()) fail("field '", key, "': expected a string, found ", v.dump());
+        if (!v.is_string()) fail("field '", key, "': expected a string, found ", io::detail::dump_short(v));
         return v.get<std::string>();
     }
     /// @brief An array field (nested layer lists).
@@ -2947,7 +2947,7 @@ public:
 private:
     std::string full(const std::string& name) const { return path_ + "." + name; }
     const nlohmann::json& field(const char* key) const {
-        if (!config_.contains(key)) fail("missing field '", key, "' in the architecture entry ", config_.dump());
+        if (!config_.contains(key)) fail("missing field '", key, "' in the architecture entry ", io::detail::dump_short(config_));
         return config_[key];
     }
     const io::stored_tensor& tensor_at(const std::string& name) const {
@@ -9185,16 +9185,16 @@ public:
     /// Points the optimizer at the parameters of another model with the same names and shapes
     /// (the same model in another policy), keeping every state tensor and the step count.
     void rebind(parameter_list params) {
-        std::vector<const parameter*> old_trainable = trainable_;
-        require(count_trainable(params) == old_trainable.size(), kind_, ": cannot rebind to a model with ",
-                count_trainable(params), " trainable tensors; the optimizer has ", old_trainable.size());
+        require(count_trainable(params) == trainable_.size(), kind_, ": cannot rebind to a model with ",
+                count_trainable(params), " trainable tensors; the optimizer has ", trainable_.size());
         std::size_t i = 0;
         for (const auto& p : params) {
             if (!p.trainable()) continue;
-            const parameter& before = *old_trainable[i++];
-            require(p.name == before.name && p.value->shape() == before.value->shape(), kind_,
-                    ": cannot rebind: expected parameter '", before.name, "' of shape ",
-                    shape_string(before.value->shape()), ", got '", p.name, "' of shape ",
+            // Names and shapes are the optimizer's own copies: the old model may be gone (moved).
+            const std::string& name = names_[i];
+            const shape_t& shape = shapes_[i++];
+            require(p.name == name && to_shape(p.value->shape()) == shape, kind_, ": cannot rebind: expected parameter '",
+                    name, "' of shape ", shape_string(shape), ", got '", p.name, "' of shape ",
                     shape_string(p.value->shape()));
         }
         std::vector<std::vector<tensor>> kept = std::move(state_);
@@ -9215,7 +9215,7 @@ public:
         out.metadata["optimizer.step"] = std::to_string(step_);
         for (std::size_t i = 0; i < trainable_.size(); ++i)
             for (std::size_t s = 0; s < slots_; ++s)
-                out.put("optimizer." + std::to_string(s) + "." + trainable_[i]->name, state_[i][s]);
+                out.put("optimizer." + std::to_string(s) + "." + names_[i], state_[i][s]);
     }
 
     /// What load_state reads from a file, decoded and checked but not yet applied.
@@ -9245,8 +9245,7 @@ public:
         out.state.resize(trainable_.size());
         for (std::size_t i = 0; i < trainable_.size(); ++i)
             for (std::size_t s = 0; s < slots_; ++s)
-                out.state[i].push_back(in.get_f32("optimizer." + std::to_string(s) + "." + trainable_[i]->name,
-                                                  to_shape(trainable_[i]->value->shape())));
+                out.state[i].push_back(in.get_f32("optimizer." + std::to_string(s) + "." + names_[i], shapes_[i]));
         return out;
     }
 
@@ -9266,11 +9265,16 @@ protected:
     void bind(parameter_list params) {
         params_ = std::move(params);
         trainable_.clear();
+        names_.clear();
+        shapes_.clear();
         state_.clear();
-        for (const auto& p : params_) {
+        for (std::size_t i = 0; i < params_.size(); ++i) {
+            const parameter& p = params_[i];
             if (!p.trainable()) continue;
-            trainable_.push_back(&p);
-            state_.emplace_back(slots_, zeros(to_shape(p.value->shape())));
+            trainable_.push_back(i);
+            names_.push_back(p.name);
+            shapes_.push_back(to_shape(p.value->shape()));
+            state_.emplace_back(slots_, zeros(shapes_.back()));
         }
     }
 
@@ -9279,8 +9283,15 @@ protected:
     float lr_;
     std::size_t step_ = 0;
     parameter_list params_;
-    std::vector<const parameter*> trainable_;
+    /// The trainable parameters' positions in params_ (indices, not pointers: a copy of the
+    /// optimizer stays valid when the original is gone), names and shapes.
+    std::vector<std::size_t> trainable_;
+    std::vector<std::string> names_;
+    std::vector<shape_t> shapes_;
     std::vector<std::vector<tensor>> state_;  // [trainable parameter][slot]
+
+    /// The i-th trainable parameter.
+    const parameter& trainable_parameter(std::size_t i) const { return params_[trainable_[i]]; }
 };
 
 }  // namespace tern::detail
@@ -9309,7 +9320,7 @@ public:
     void step() {
         ++step_;
         for (std::size_t i = 0; i < trainable_.size(); ++i) {
-            const parameter& p = *trainable_[i];
+            const parameter& p = trainable_parameter(i);
             float* w = p.value->data();
             const float* g = p.grad->data();
             float* v = state_[i][0].data();
@@ -9488,7 +9499,7 @@ public:
         const float step_size = lr_ / bc1;
         const float inv_sqrt_bc2 = 1.0f / std::sqrt(bc2);
         for (std::size_t i = 0; i < trainable_.size(); ++i) {
-            const parameter& p = *trainable_[i];
+            const parameter& p = trainable_parameter(i);
             float* w = p.value->data();
             const float* g = p.grad->data();
             float* m = state_[i][0].data();
@@ -9982,7 +9993,7 @@ layer_list load_layers(const nlohmann::json& arr, MakeReader&& make_reader) {
     layer_list out;
     for (std::size_t i = 0; i < arr.size(); ++i) {
         const layer_reader r = make_reader(i);
-        if (!arr[i].is_object()) r.fail("expected an object {\"kind\": ...}, found ", arr[i].dump());
+        if (!arr[i].is_object()) r.fail("expected an object {\"kind\": ...}, found ", io::detail::dump_short(arr[i]));
         const std::string kind = r.string_field("kind");
         layer_loader loader;
         {
@@ -10654,18 +10665,18 @@ inline inference_model parse_packed_model(const io::safetensors_data& data, cons
     }
     detail::require(arch.is_object() && arch.contains("layers") && arch["layers"].is_array(), where,
                     ": metadata 'tern.architecture' must be an object with a \"layers\" array, found ",
-                    arch.dump().substr(0, 200));
+                    io::detail::dump_short(arch));
     const nlohmann::json& layers = arch["layers"];
     detail::require(!layers.empty(), where, ": the architecture has no layers");
     shape_t input_shape;
     if (arch.contains("input_shape") && !arch["input_shape"].is_null()) {
         const nlohmann::json& s = arch["input_shape"];
         detail::require(s.is_array() && !s.empty(), where, ": 'input_shape' must be null or a non-empty array, found ",
-                        s.dump());
+                        io::detail::dump_short(s));
         for (const auto& d : s) {
             detail::require(d.is_number_unsigned() && d.get<std::uint64_t>() > 0 &&
                                 d.get<std::uint64_t>() < (std::uint64_t{1} << 40),
-                            where, ": 'input_shape' entries must be positive integers, found ", s.dump());
+                            where, ": 'input_shape' entries must be positive integers, found ", io::detail::dump_short(s));
             input_shape.push_back(static_cast<std::size_t>(d.get<std::uint64_t>()));
         }
     }

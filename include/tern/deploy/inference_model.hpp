@@ -169,7 +169,7 @@ layer_list load_layers(const nlohmann::json& arr, MakeReader&& make_reader) {
     layer_list out;
     for (std::size_t i = 0; i < arr.size(); ++i) {
         const layer_reader r = make_reader(i);
-        if (!arr[i].is_object()) r.fail("expected an object {\"kind\": ...}, found ", arr[i].dump());
+        if (!arr[i].is_object()) r.fail("expected an object {\"kind\": ...}, found ", io::detail::dump_short(arr[i]));
         const std::string kind = r.string_field("kind");
         layer_loader loader;
         {

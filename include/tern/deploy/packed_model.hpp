@@ -222,18 +222,18 @@ inline inference_model parse_packed_model(const io::safetensors_data& data, cons
     }
     detail::require(arch.is_object() && arch.contains("layers") && arch["layers"].is_array(), where,
                     ": metadata 'tern.architecture' must be an object with a \"layers\" array, found ",
-                    arch.dump().substr(0, 200));
+                    io::detail::dump_short(arch));
     const nlohmann::json& layers = arch["layers"];
     detail::require(!layers.empty(), where, ": the architecture has no layers");
     shape_t input_shape;
     if (arch.contains("input_shape") && !arch["input_shape"].is_null()) {
         const nlohmann::json& s = arch["input_shape"];
         detail::require(s.is_array() && !s.empty(), where, ": 'input_shape' must be null or a non-empty array, found ",
-                        s.dump());
+                        io::detail::dump_short(s));
         for (const auto& d : s) {
             detail::require(d.is_number_unsigned() && d.get<std::uint64_t>() > 0 &&
                                 d.get<std::uint64_t>() < (std::uint64_t{1} << 40),
-                            where, ": 'input_shape' entries must be positive integers, found ", s.dump());
+                            where, ": 'input_shape' entries must be positive integers, found ", io::detail::dump_short(s));
             input_shape.push_back(static_cast<std::size_t>(d.get<std::uint64_t>()));
         }
     }

@@ -20,6 +20,7 @@
 
 #include "../error.hpp"
 #include "../tensor.hpp"
+#include "checked.hpp"
 #include "safetensors.hpp"
 
 namespace tern {
@@ -89,26 +90,26 @@ public:
     std::size_t size_field(const char* key, std::size_t min = 1, std::size_t max = std::size_t{1} << 40) const {
         const nlohmann::json& v = field(key);
         if (!v.is_number_unsigned() || v.get<std::uint64_t>() < min || v.get<std::uint64_t>() > max)
-            fail("field '", key, "': expected an integer in ", min, "..", max, ", found ", v.dump());
+            fail("field '", key, "': expected an integer in ", min, "..", max, ", found ", io::detail::dump_short(v));
         return static_cast<std::size_t>(v.get<std::uint64_t>());
     }
     /// @brief A boolean field of the configuration.
     bool bool_field(const char* key) const {
         const nlohmann::json& v = field(key);
-        if (!v.is_boolean()) fail("field '", key, "': expected true or false, found ", v.dump());
+        if (!v.is_boolean()) fail("field '", key, "': expected true or false, found ", io::detail::dump_short(v));
         return v.get<bool>();
     }
     /// @brief A finite number field of the configuration.
     double number_field(const char* key) const {
         const nlohmann::json& v = field(key);
         if (!v.is_number() || !std::isfinite(v.get<double>()))
-            fail("field '", key, "': expected a finite number, found ", v.dump());
+            fail("field '", key, "': expected a finite number, found ", io::detail::dump_short(v));
         return v.get<double>();
     }
     /// @brief A string field of the configuration.
     std::string string_field(const char* key) const {
         const nlohmann::json& v = field(key);
-        if (!v.is_string()) fail("field '", key, "': expected a string, found ", v.dump());
+        if (!v.is_string()) fail("field '", key, "': expected a string, found ", io::detail::dump_short(v));
         return v.get<std::string>();
     }
     /// @brief An array field (nested layer lists).
@@ -154,7 +155,7 @@ public:
 private:
     std::string full(const std::string& name) const { return path_ + "." + name; }
     const nlohmann::json& field(const char* key) const {
-        if (!config_.contains(key)) fail("missing field '", key, "' in the architecture entry ", config_.dump());
+        if (!config_.contains(key)) fail("missing field '", key, "' in the architecture entry ", io::detail::dump_short(config_));
         return config_[key];
     }
     const io::stored_tensor& tensor_at(const std::string& name) const {

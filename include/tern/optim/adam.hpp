@@ -40,7 +40,7 @@ public:
         const float step_size = lr_ / bc1;
         const float inv_sqrt_bc2 = 1.0f / std::sqrt(bc2);
         for (std::size_t i = 0; i < trainable_.size(); ++i) {
-            const parameter& p = *trainable_[i];
+            const parameter& p = trainable_parameter(i);
             float* w = p.value->data();
             const float* g = p.grad->data();
             float* m = state_[i][0].data();

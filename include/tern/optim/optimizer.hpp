@@ -36,16 +36,16 @@ public:
     /// Points the optimizer at the parameters of another model with the same names and shapes
     /// (the same model in another policy), keeping every state tensor and the step count.
     void rebind(parameter_list params) {
-        std::vector<const parameter*> old_trainable = trainable_;
-        require(count_trainable(params) == old_trainable.size(), kind_, ": cannot rebind to a model with ",
-                count_trainable(params), " trainable tensors; the optimizer has ", old_trainable.size());
+        require(count_trainable(params) == trainable_.size(), kind_, ": cannot rebind to a model with ",
+                count_trainable(params), " trainable tensors; the optimizer has ", trainable_.size());
         std::size_t i = 0;
         for (const auto& p : params) {
             if (!p.trainable()) continue;
-            const parameter& before = *old_trainable[i++];
-            require(p.name == before.name && p.value->shape() == before.value->shape(), kind_,
-                    ": cannot rebind: expected parameter '", before.name, "' of shape ",
-                    shape_string(before.value->shape()), ", got '", p.name, "' of shape ",
+            // Names and shapes are the optimizer's own copies: the old model may be gone (moved).
+            const std::string& name = names_[i];
+            const shape_t& shape = shapes_[i++];
+            require(p.name == name && to_shape(p.value->shape()) == shape, kind_, ": cannot rebind: expected parameter '",
+                    name, "' of shape ", shape_string(shape), ", got '", p.name, "' of shape ",
                     shape_string(p.value->shape()));
         }
         std::vector<std::vector<tensor>> kept = std::move(state_);
@@ -66,7 +66,7 @@ public:
         out.metadata["optimizer.step"] = std::to_string(step_);
         for (std::size_t i = 0; i < trainable_.size(); ++i)
             for (std::size_t s = 0; s < slots_; ++s)
-                out.put("optimizer." + std::to_string(s) + "." + trainable_[i]->name, state_[i][s]);
+                out.put("optimizer." + std::to_string(s) + "." + names_[i], state_[i][s]);
     }
 
     /// What load_state reads from a file, decoded and checked but not yet applied.
@@ -96,8 +96,7 @@ public:
         out.state.resize(trainable_.size());
         for (std::size_t i = 0; i < trainable_.size(); ++i)
             for (std::size_t s = 0; s < slots_; ++s)
-                out.state[i].push_back(in.get_f32("optimizer." + std::to_string(s) + "." + trainable_[i]->name,
-                                                  to_shape(trainable_[i]->value->shape())));
+                out.state[i].push_back(in.get_f32("optimizer." + std::to_string(s) + "." + names_[i], shapes_[i]));
         return out;
     }
 
@@ -117,11 +116,16 @@ protected:
     void bind(parameter_list params) {
         params_ = std::move(params);
         trainable_.clear();
+        names_.clear();
+        shapes_.clear();
         state_.clear();
-        for (const auto& p : params_) {
+        for (std::size_t i = 0; i < params_.size(); ++i) {
+            const parameter& p = params_[i];
             if (!p.trainable()) continue;
-            trainable_.push_back(&p);
-            state_.emplace_back(slots_, zeros(to_shape(p.value->shape())));
+            trainable_.push_back(i);
+            names_.push_back(p.name);
+            shapes_.push_back(to_shape(p.value->shape()));
+            state_.emplace_back(slots_, zeros(shapes_.back()));
         }
     }
 
@@ -130,8 +134,15 @@ protected:
     float lr_;
     std::size_t step_ = 0;
     parameter_list params_;
-    std::vector<const parameter*> trainable_;
+    /// The trainable parameters' positions in params_ (indices, not pointers: a copy of the
+    /// optimizer stays valid when the original is gone), names and shapes.
+    std::vector<std::size_t> trainable_;
+    std::vector<std::string> names_;
+    std::vector<shape_t> shapes_;
     std::vector<std::vector<tensor>> state_;  // [trainable parameter][slot]
+
+    /// The i-th trainable parameter.
+    const parameter& trainable_parameter(std::size_t i) const { return params_[trainable_[i]]; }
 };
 
 }  // namespace tern::detail

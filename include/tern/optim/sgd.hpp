@@ -27,7 +27,7 @@ public:
     void step() {
         ++step_;
         for (std::size_t i = 0; i < trainable_.size(); ++i) {
-            const parameter& p = *trainable_[i];
+            const parameter& p = trainable_parameter(i);
             float* w = p.value->data();
             const float* g = p.grad->data();
             float* v = state_[i][0].data();
