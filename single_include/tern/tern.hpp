@@ -6021,6 +6021,9 @@ public:
         if (y.dimension() != 2 || y.shape()[0] != batch || y.shape()[1] != per) y.resize({batch, per});
         std::copy(x.data(), x.data() + x.size(), y.data());
     }
+    /// Whether forward would return a copy of @p x (a batch that is flat already): the run-time
+    /// model then passes x on instead.
+    static bool copies_unchanged(const tensor& x) { return x.dimension() == 2; }
     tensor forward(const tensor& x) {
         tensor y;
         forward(x, y);
@@ -10142,6 +10145,9 @@ public:
 
     std::string kind() const override { return detail::layer_kind(layer_); }
     const tensor& forward(const tensor& x) override {
+        // A layer that would only copy its input (flatten of a flat batch) hands it on.
+        if constexpr (requires { layer_.copies_unchanged(x); })
+            if (layer_.copies_unchanged(x)) return x;
         if constexpr (requires { layer_.forward(x, out_); }) layer_.forward(x, out_);
         else out_ = layer_.forward(x);
         return out_;

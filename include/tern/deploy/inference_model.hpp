@@ -318,6 +318,9 @@ public:
 
     std::string kind() const override { return detail::layer_kind(layer_); }
     const tensor& forward(const tensor& x) override {
+        // A layer that would only copy its input (flatten of a flat batch) hands it on.
+        if constexpr (requires { layer_.copies_unchanged(x); })
+            if (layer_.copies_unchanged(x)) return x;
         if constexpr (requires { layer_.forward(x, out_); }) layer_.forward(x, out_);
         else out_ = layer_.forward(x);
         return out_;

@@ -21,6 +21,9 @@ public:
         if (y.dimension() != 2 || y.shape()[0] != batch || y.shape()[1] != per) y.resize({batch, per});
         std::copy(x.data(), x.data() + x.size(), y.data());
     }
+    /// Whether forward would return a copy of @p x (a batch that is flat already): the run-time
+    /// model then passes x on instead.
+    static bool copies_unchanged(const tensor& x) { return x.dimension() == 2; }
     tensor forward(const tensor& x) {
         tensor y;
         forward(x, y);
