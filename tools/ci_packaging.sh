@@ -6,7 +6,7 @@
 #     (TERN_INSTALL_SINGLE_HEADER=ON); the expected files are there;
 #  3. pkg-config finds tern in the install (version, --cflags, --libs);
 #  4. an empty translation unit that includes tern/tern.hpp compiles in under 20 s (reported; it
-#     measured 9.9-13.8 s CPU on the 2-core CI machine on 2026-12-02, after the frozen layers, the
+#     measured 9.9-14.9 s CPU on the 2-core CI machine on 2026-12-02, after the frozen layers, the
 #     layer file protocol and the checked readers joined the single header);
 #  5. the consumer projects build and run: tests/consumers/find_package (against both installs),
 #     tests/consumers/add_subdirectory, tests/consumers/single_header, test_package/ (Conan's
