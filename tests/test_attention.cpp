@@ -3,6 +3,7 @@
 #include <catch2/catch.hpp>
 #include <cmath>
 
+#include "compile_time_loop.hpp"
 #include "gradcheck.hpp"
 #include "tern/layers/attention.hpp"
 #include "tern/layers/mlp_block.hpp"
@@ -73,17 +74,17 @@ TEST_CASE("vectorized gelu, swiglu and softmax kernels match the scalar formulas
 TEMPLATE_TEST_CASE("attention gradient check with the causal mask", "[attention][grad]", tern::fp32, tern::fp32_prenorm,
                    tern::absmean_ternary, tern::absmedian_ternary) {
     tern::manual_seed(11);
-    for (bool rotary : {false, true}) {
-        INFO("rotary " << rotary);
-        tern::causal_self_attention<TestType> attn(8, 2, {.rotary = rotary});
+    tern_test::for_each_kind<tern::position_kind::learned, tern::position_kind::rotary>([](auto positions) {
+        INFO("rotary " << (positions == tern::position_kind::rotary));
+        tern::causal_self_attention<TestType, 8, positions> attn(8, 2);
         attn.set_quant_strength(0.0f);  // rounding is not differentiable; lambda 0 checks the rest
         tern_test::gradcheck(attn, tern_test::random_tensor({2, 5, 8}, 3));
-    }
+    });
 }
 
 TEST_CASE("attention output at position t ignores later tokens", "[attention][causal]") {
     tern::manual_seed(12);
-    tern::causal_self_attention<tern::absmean_ternary> attn(16, 4, {.rotary = true});
+    tern::causal_self_attention<tern::absmean_ternary, 8, tern::position_kind::rotary> attn(16, 4);
     tern::tensor x = tern_test::random_tensor({2, 9, 16}, 4);
     const tern::tensor y0 = attn.forward(x);
     const std::size_t t = 4;
@@ -102,8 +103,8 @@ TEST_CASE("attention output at position t ignores later tokens", "[attention][ca
 TEMPLATE_TEST_CASE("cached attention equals full recomputation", "[attention][cache]", tern::fp32,
                    tern::absmedian_ternary) {
     tern::manual_seed(13);
-    for (bool rotary : {false, true}) {
-        tern::causal_self_attention<TestType> attn(16, 2, {.rotary = rotary});
+    tern_test::for_each_kind<tern::position_kind::learned, tern::position_kind::rotary>([](auto positions) {
+        tern::causal_self_attention<TestType, 8, positions> attn(16, 2);
         const tern::tensor x = tern_test::random_tensor({2, 7, 16}, 5);
         const tern::tensor full = attn.forward(x);
         tern::kv_cache cache;
@@ -123,7 +124,7 @@ TEMPLATE_TEST_CASE("cached attention equals full recomputation", "[attention][ca
         CHECK(cache.length == 7);
         tern::tensor two(tern::shape_t{2, 2, 16}, 0.0f);
         REQUIRE_THROWS_WITH(attn.forward_cached(two, cache), Catch::Contains("do not fit"));
-    }
+    });
 }
 
 TEST_CASE("attention refuses bad shapes with clear messages", "[attention][errors]") {

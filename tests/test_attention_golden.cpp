@@ -94,15 +94,13 @@ tern::tensor to_tensor(const std::vector<float>& v, const tern::shape_t& shape) 
     return t;
 }
 
-/// Runs tern on one case; returns the worst error over all tensors (and checks each).
-template <class Policy>
-double check_case(const golden_case& c) {
-    INFO("golden case " << c.name);
-    REQUIRE(c.bits == 8);
-    const bool learned = c.positions == "learned";
-    REQUIRE((learned || c.positions == "rotary"));
+/// Runs tern's attention with positions @p Positions on one case; returns the worst error over
+/// all tensors (and checks each).
+template <class Policy, tern::position_kind Positions>
+double check_case_with(const golden_case& c) {
     const std::size_t B = c.batch, T = c.tokens, D = c.dmodel;
-    tern::causal_self_attention<Policy> attn(D, c.heads, {.rotary = !learned});
+    constexpr bool learned = Positions == tern::position_kind::learned;
+    tern::causal_self_attention<Policy, 8, Positions> attn(D, c.heads);
     attn.set_quant_strength(c.lambda);
     tern::parameter_list params;
     attn.collect_parameters(params, "");
@@ -145,6 +143,16 @@ double check_case(const golden_case& c) {
     }
     if (std::getenv("TERN_GOLDEN_REPORT")) std::printf("%-24s%s\n", c.name.c_str(), report.c_str());
     return worst;
+}
+
+/// Runs tern on one case (rotary or learned positions, as the case says).
+template <class Policy>
+double check_case(const golden_case& c) {
+    INFO("golden case " << c.name);
+    REQUIRE(c.bits == 8);
+    REQUIRE((c.positions == "learned" || c.positions == "rotary"));
+    return c.positions == "learned" ? check_case_with<Policy, tern::position_kind::learned>(c)
+                                    : check_case_with<Policy, tern::position_kind::rotary>(c);
 }
 
 }  // namespace

@@ -30,21 +30,15 @@ using tern_test::temp_dir;
 
 std::size_t argmax(const float* row, std::size_t n) { return std::size_t(std::max_element(row, row + n) - row); }
 
-tern::lm_config small_config(int variant) {
-    tern::lm_config c{.vocab = 40, .d_model = 32, .layers = 2, .heads = 4, .context = 24};
-    if (variant == 1) {  // rotary, swiglu, layer norm, quantized head
-        c.positions = tern::position_kind::rotary;
-        c.mlp = tern::mlp_kind::swiglu;
-        c.norm = tern::norm_kind::layer;
-        c.mlp_hidden = 48;
-        c.quantized_head = true;
-    }
-    if (variant == 2) {  // rotary, swiglu, rms norm, fp head
-        c.positions = tern::position_kind::rotary;
-        c.mlp = tern::mlp_kind::swiglu;
-    }
-    return c;
+tern::lm_config small_config(std::size_t mlp_hidden = 0) {
+    return {.vocab = 40, .d_model = 32, .layers = 2, .heads = 4, .context = 24, .mlp_hidden = mlp_hidden};
 }
+
+/// Rotary, SwiGLU, LayerNorm and a quantized head: every choice away from the default.
+constexpr tern::lm_design unusual_design{.norm = tern::norm_kind::layer,
+                                         .mlp = tern::mlp_kind::swiglu,
+                                         .positions = tern::position_kind::rotary,
+                                         .quantized_head = true};
 
 std::vector<int> random_tokens(std::size_t n, std::size_t vocab, std::mt19937& rng) {
     std::uniform_int_distribution<int> d(0, int(vocab) - 1);
@@ -53,26 +47,26 @@ std::vector<int> random_tokens(std::size_t n, std::size_t vocab, std::mt19937& r
     return t;
 }
 
-template <class P>
-void check_lm(int variant) {
-    INFO("variant " << variant);
-    tern::manual_seed(31 + variant);
-    std::mt19937 rng(7 + variant);
-    const tern::lm_config cfg = small_config(variant);
-    tern::decoder_lm<P> lm(cfg);
+template <class P, tern::lm_design Design>
+void check_lm(std::size_t mlp_hidden = 0) {
+    INFO(tern::describe_design(Design));
+    tern::manual_seed(31 + int(Design.positions) + 2 * int(Design.quantized_head));
+    std::mt19937 rng(7 + unsigned(Design.positions) + 2 * unsigned(Design.quantized_head));
+    const tern::lm_config cfg = small_config(mlp_hidden);
+    tern::decoder_lm<P, 8, Design> lm(cfg);
     // The frozen model is decoder_lm itself in the frozen policy (compile time), and the run-time
     // model wraps it.
     auto frozen_static = tern::freeze(lm);
-    static_assert(std::is_same_v<decltype(frozen_static), tern::decoder_lm<tern::frozen<P>>>);
+    static_assert(std::is_same_v<decltype(frozen_static), tern::decoder_lm<tern::frozen<P>, 8, Design>>);
     tern::inference_model frozen = tern::freeze(lm);
     REQUIRE(tern::is_language_model(frozen));
     CHECK(frozen.size() == 1);
-    CHECK(frozen.layer(0).config()["quantized_head"] == cfg.quantized_head);
+    CHECK(frozen.layer(0).config()["quantized_head"] == Design.quantized_head);
     CHECK(frozen.packed_weights() ==
           (P::ternary ? cfg.layers * (4 * cfg.d_model * cfg.d_model +
-                                      (cfg.mlp == tern::mlp_kind::swiglu ? 3 : 2) * cfg.d_model *
+                                      (Design.mlp == tern::mlp_kind::swiglu ? 3 : 2) * cfg.d_model *
                                           (cfg.mlp_hidden ? cfg.mlp_hidden : 4 * cfg.d_model)) +
-                            (cfg.quantized_head ? cfg.d_model * cfg.vocab : 0)
+                            (Design.quantized_head ? cfg.d_model * cfg.vocab : 0)
                       : 0));
 
     // Whole sequences (batch 2): the same logits as the training forward.
@@ -112,7 +106,7 @@ void check_lm(int variant) {
     const tern::sample_options greedy{.temperature = 0.0f, .top_k = 0, .seed = 1};
     // (A ternary head gives integer-valued dot products, so exact ties between two tokens are common
     // and float rounding breaks them either way: compared with the fp head only.)
-    if (!cfg.quantized_head) CHECK(tern::generate_tokens(frozen, prompt, 30, greedy) == lm.generate(prompt, 30, greedy));
+    if (!Design.quantized_head) CHECK(tern::generate_tokens(frozen, prompt, 30, greedy) == lm.generate(prompt, 30, greedy));
     // Sampling is reproducible from the seed (a float-rounding difference in the logits may pick
     // another token than the training model near a boundary of the distribution, so not compared).
     const tern::sample_options sampled{.temperature = 0.7f, .top_k = 5, .seed = 9};
@@ -120,7 +114,7 @@ void check_lm(int variant) {
     CHECK(s1.size() == 12);
     CHECK(tern::generate_tokens(frozen, prompt, 12, sampled) == s1);
     // The compile-time frozen model runs the same loop.
-    if (!cfg.quantized_head) CHECK(frozen_static.generate(prompt, 30, greedy) == lm.generate(prompt, 30, greedy));
+    if (!Design.quantized_head) CHECK(frozen_static.generate(prompt, 30, greedy) == lm.generate(prompt, 30, greedy));
 
     // Packed file round trip: identical logits.
     temp_dir dir("tern_test_freeze_lm_");
@@ -138,18 +132,18 @@ void check_lm(int variant) {
 
 TEMPLATE_TEST_CASE("frozen LM equals decoder_lm at every position and generates the same tokens", "[freeze][lm]",
                    tern::absmean_ternary, tern::absmedian_ternary) {
-    check_lm<TestType>(0);
-    check_lm<TestType>(1);
-    check_lm<TestType>(2);
+    check_lm<TestType, tern::lm_design{}>();
+    check_lm<TestType, unusual_design>(48);  // freezing registers the design: its file loads
+    check_lm<TestType, tern::llama_design>();
 }
 
 TEST_CASE("fp32 LM freezes to full-precision projections", "[freeze][lm]") {
-    check_lm<tern::fp32>(0);
+    check_lm<tern::fp32, tern::lm_design{}>();
 }
 
 TEST_CASE("malformed LM packed files raise tern::error", "[freeze][lm]") {
     tern::manual_seed(41);
-    tern::decoder_lm<tern::absmean_ternary> lm(small_config(0));
+    tern::decoder_lm<tern::absmean_ternary> lm(small_config());
     tern::inference_model frozen = tern::freeze(lm);
     const tern::io::safetensors_data good = tern::packed_model_data(frozen);
     const std::string where = "packed model 'x'";
@@ -169,7 +163,14 @@ TEST_CASE("malformed LM packed files raise tern::error", "[freeze][lm]") {
         const auto d = with_arch([](nlohmann::json& a) { a["layers"][0]["mlp"] = "relu2"; });
         require_error([&] { tern::parse_packed_model(d, where); }, {"layer 0", "field 'mlp'", "relu2"});
     }
+    SECTION("a design this program has not registered") {
+        const auto d = with_arch([](nlohmann::json& a) { a["layers"][0]["norm"] = "layer_norm"; });
+        require_error([&] { tern::parse_packed_model(d, where); },
+                      {"layer 0", "cannot load a decoder_lm with layer_norm, gelu, learned positions, fp32 head",
+                       "tern::register_lm_design"});
+    }
     SECTION("swiglu without a gate") {
+        tern::register_lm_design<tern::lm_design{.mlp = tern::mlp_kind::swiglu}>();
         const auto d = with_arch([](nlohmann::json& a) { a["layers"][0]["mlp"] = "swiglu"; });
         require_error([&] { tern::parse_packed_model(d, where); }, {"layer 0", "missing tensor '0.blocks.0.mlp.gate."});
     }

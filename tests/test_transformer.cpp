@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <random>
 
+#include "compile_time_loop.hpp"
 #include "gradcheck.hpp"
 #include "tern/checkpoint.hpp"
 #include "tern/layers/transformer.hpp"
@@ -31,16 +32,16 @@ tern::lm_config tiny_config() {
 TEMPLATE_TEST_CASE("mlp blocks pass the gradient check", "[mlp][grad]", tern::fp32, tern::fp32_prenorm,
                    tern::absmean_ternary) {
     tern::manual_seed(21);
-    for (auto kind : {tern::mlp_kind::gelu, tern::mlp_kind::swiglu}) {
+    tern_test::for_each_kind<tern::mlp_kind::gelu, tern::mlp_kind::swiglu>([](auto kind) {
         INFO(tern::mlp_kind_name(kind));
-        tern::mlp_block<TestType> mlp(6, 10, kind);
+        tern::mlp_block<TestType, 8, kind> mlp(6, 10);
         mlp.set_quant_strength(0.0f);
         tern_test::gradcheck(mlp, tern_test::random_tensor({2, 3, 6}, 2));
-    }
+    });
 }
 
 TEST_CASE("mlp block describes and names its parameters", "[mlp]") {
-    tern::mlp_block<tern::absmean_ternary> mlp(4, 8, tern::mlp_kind::swiglu);
+    tern::mlp_block<tern::absmean_ternary, 8, tern::mlp_kind::swiglu> mlp(4, 8);
     tern::parameter_list p;
     mlp.collect_parameters(p, "m.");
     REQUIRE(p.size() == 3);
@@ -53,23 +54,22 @@ TEST_CASE("mlp block describes and names its parameters", "[mlp]") {
 TEMPLATE_TEST_CASE("a whole decoder block passes the gradient check", "[block][grad]", tern::fp32,
                    tern::absmedian_ternary) {
     tern::manual_seed(22);
-    for (auto norm : {tern::norm_kind::rms, tern::norm_kind::layer})
-        for (bool rotary : {false, true}) {
-            INFO("norm " << int(norm) << " rotary " << rotary);
-            tern::decoder_block<TestType> block(
-                {.d_model = 8, .heads = 2, .mlp_hidden = 12, .mlp = tern::mlp_kind::gelu, .norm = norm, .rotary = rotary});
+    tern_test::for_each_kind<tern::lm_design{}, tern::gpt_design, tern::llama_design,
+                  tern::lm_design{.norm = tern::norm_kind::layer, .positions = tern::position_kind::rotary}>(
+        [](auto design) {
+            INFO(tern::describe_design(design));
+            tern::decoder_block<TestType, 8, design> block({.d_model = 8, .heads = 2, .mlp_hidden = 12});
             block.set_quant_strength(0.0f);
             tern_test::gradcheck(block, tern_test::random_tensor({2, 4, 8}, 3));
-        }
+        });
 }
 
 TEMPLATE_TEST_CASE("LM logits at position t do not depend on later tokens", "[lm][causal]", tern::fp32,
                    tern::absmean_ternary) {
     tern::manual_seed(23);
-    for (auto pos : {tern::position_kind::learned, tern::position_kind::rotary}) {
-        auto cfg = tiny_config();
-        cfg.positions = pos;
-        tern::decoder_lm<TestType> lm(cfg);
+    tern_test::for_each_kind<tern::lm_design{}, tern::lm_design{.positions = tern::position_kind::rotary}>([](auto design) {
+        const auto cfg = tiny_config();
+        tern::decoder_lm<TestType, 8, design> lm(cfg);
         tern::tensor ids = random_ids(2, 10, cfg.vocab, 1);
         const tern::tensor a = lm.forward(ids);
         const std::size_t t = 5;
@@ -82,17 +82,15 @@ TEMPLATE_TEST_CASE("LM logits at position t do not depend on later tokens", "[lm
         bool changed = false;
         for (std::size_t v = 0; v < cfg.vocab; ++v) changed |= a(0, 9, v) != c(0, 9, v);
         CHECK(changed);
-    }
+    });
 }
 
 TEMPLATE_TEST_CASE("cached generation equals full recomputation", "[lm][cache]", tern::fp32, tern::fp16,
                    tern::absmean_ternary, tern::absmedian_ternary) {
     tern::manual_seed(24);
-    for (auto pos : {tern::position_kind::learned, tern::position_kind::rotary}) {
-        auto cfg = tiny_config();
-        cfg.positions = pos;
-        cfg.mlp = pos == tern::position_kind::rotary ? tern::mlp_kind::swiglu : tern::mlp_kind::gelu;
-        tern::decoder_lm<TestType> lm(cfg);
+    tern_test::for_each_kind<tern::lm_design{}, tern::llama_design>([](auto design) {
+        const auto cfg = tiny_config();
+        tern::decoder_lm<TestType, 8, design> lm(cfg);
         const tern::tensor ids = random_ids(2, 12, cfg.vocab, 2);
         const tern::tensor full = lm.forward(ids);
         lm.reset_cache(2);
@@ -115,7 +113,7 @@ TEMPLATE_TEST_CASE("cached generation equals full recomputation", "[lm][cache]",
         // Only summation order differs; a quantizer may flip one rounding step in rare cases.
         CHECK(worst < (TestType::ternary || TestType::half_precision ? 2e-2 : 1e-4));
         REQUIRE_THROWS_WITH(lm.forward_cached(random_ids(2, 1, cfg.vocab, 3)), Catch::Contains("context"));
-    }
+    });
 }
 
 TEST_CASE("greedy generation with the cache equals greedy generation by full recomputation", "[lm][cache]") {
@@ -142,9 +140,8 @@ TEST_CASE("greedy generation with the cache equals greedy generation by full rec
 TEMPLATE_TEST_CASE("LM gradients match finite differences of the loss", "[lm][grad]", tern::fp32,
                    tern::absmean_ternary) {
     tern::manual_seed(26);
-    auto cfg = tiny_config();
-    cfg.quantized_head = TestType::ternary;
-    tern::decoder_lm<TestType> lm(cfg);
+    const auto cfg = tiny_config();
+    tern::decoder_lm<TestType, 8, tern::lm_design{.quantized_head = TestType::ternary}> lm(cfg);
     lm.set_quant_strength(0.0f);
     const tern::tensor ids = random_ids(2, 6, cfg.vocab, 4);
     std::vector<int> targets(12);

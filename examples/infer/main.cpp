@@ -18,8 +18,8 @@
 #include <vector>
 
 #include "common/cli.hpp"
+#include "common/lm_designs.hpp"
 #include "tern/data/idx.hpp"
-#include "tern/deploy/packed_model.hpp"
 #include "tern/deploy/language_model.hpp"
 #include "tern/deploy/packed_model.hpp"
 #include "tern/io/safetensors.hpp"
@@ -62,6 +62,7 @@ int main(int argc, char** argv) {
         tern::detail::require(!model_path.empty(), "--model FILE is required (a packed model, e.g. from mlp --export)");
         tern::set_num_threads(threads);
 
+        tern_examples::register_example_lm_designs();  // every design `lm --export` can write
         const auto t_load = std::chrono::steady_clock::now();
         const tern::io::safetensors_data file = tern::io::load_safetensors(model_path);
         tern::inference_model model = tern::parse_packed_model(file, "packed model '" + model_path + "'");

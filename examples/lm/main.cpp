@@ -22,6 +22,7 @@
 #include <random>
 
 #include "common/cli.hpp"
+#include "common/lm_designs.hpp"
 #include "common/parallel.hpp"  // mpirun -np N: data-parallel (TERN_WITH_MPI)
 #include "tern/layers/transformer.hpp"
 #include "tern/continual.hpp"
@@ -34,7 +35,7 @@
 namespace {
 
 struct settings {
-    std::string policy, text, tokenizer, bpe_file, save, load, log, prompt, mlp, norm, positions;
+    std::string policy, text, tokenizer, bpe_file, save, load, log, prompt, arch;
     std::size_t d_model = 128, layers = 4, heads = 4, context = 128, batch = 32, steps = 2000, warmup = 100;
     std::size_t threads = 2, vocab = 512, eval_every = 500, eval_windows = 256, sample_every = 0, tokens = 200;
     std::size_t top_k = 0;
@@ -103,8 +104,9 @@ std::string sample_text(Model& lm, const text_codec& codec, const settings& s, s
     return s.prompt + codec.decode(out);
 }
 
-/// Trains in policy Pre until --switch-at, then in P (continual QAT); Pre == P trains in P throughout.
-template <class Pre, class P>
+/// Trains decoder_lm<., 8, Design> in policy Pre until --switch-at, then in P (continual QAT);
+/// Pre == P trains in P throughout.
+template <class Pre, class P, tern::lm_design Design>
 nlohmann::json run(const settings& s, const std::string& raw) {
     // Tokenizer and data. BPE learns from the training part only (the text before the held-out tail).
     text_codec codec;
@@ -130,13 +132,9 @@ nlohmann::json run(const settings& s, const std::string& raw) {
                         .layers = s.layers,
                         .heads = s.heads,
                         .context = s.context,
-                        .mlp_hidden = 0,
-                        .mlp = s.mlp == "swiglu" ? tern::mlp_kind::swiglu : tern::mlp_kind::gelu,
-                        .norm = s.norm == "layer" ? tern::norm_kind::layer : tern::norm_kind::rms,
-                        .positions = s.positions == "rotary" ? tern::position_kind::rotary : tern::position_kind::learned,
-                        .quantized_head = s.quantized_head};
-    tern::decoder_lm<Pre> pre(cfg);
-    std::optional<tern::decoder_lm<P>> post;
+                        .mlp_hidden = 0};
+    tern::decoder_lm<Pre, 8, Design> pre(cfg);
+    std::optional<tern::decoder_lm<P, 8, Design>> post;
     tern::adamw optimizer(pre.parameters(), {.lr = float(s.lr), .weight_decay = float(s.wd)});
     const bool switching = s.schedule.switch_at > 0;
     const auto enter_post = [&] {  // the switch: same parameters, new policy, optimizer kept or reset
@@ -166,7 +164,7 @@ nlohmann::json run(const settings& s, const std::string& raw) {
     }
     tern_examples::world::get().sync(optimizer);  // rank 0's model and optimizer state everywhere
     const std::size_t n_params = tern::count_parameters(optimizer.parameters());
-    std::cerr << "model: " << active([](auto& lm) { return tern::policy_name(lm); }) << ", " << s.layers << " layers, d_model " << s.d_model << ", "
+    std::cerr << "model: " << active([](auto& lm) { return tern::policy_name(lm); }) << " (" << tern::describe_design(Design) << "), " << s.layers << " layers, d_model " << s.d_model << ", "
               << s.heads << " heads, context " << s.context << ", vocab " << cfg.vocab << " (" << codec.name()
               << "), " << n_params << " parameters, " << tern::num_threads() << " threads\n";
     std::fprintf(stderr, "data: %zu training and %zu validation tokens; unigram entropy %.4f bits/token = %.4f bits/byte\n",
@@ -245,6 +243,8 @@ nlohmann::json run(const settings& s, const std::string& raw) {
     std::cerr << "--- sample (temperature " << s.temperature << ", top-k " << s.top_k << "):\n" << sample << "\n---\n";
     return {{"policy", std::string(P::name)},
             {"model_policy", active([](auto& lm) { return tern::policy_name(lm); })},
+            {"arch", s.arch},
+            {"quantized_head", Design.quantized_head},
             {"params", n_params},
             {"d_model", s.d_model},
             {"layers", s.layers},
@@ -263,12 +263,19 @@ nlohmann::json run(const settings& s, const std::string& raw) {
             {"generate_tokens_per_s", gen_seconds > 0 ? double(s.tokens) / gen_seconds : 0.0}};
 }
 
-template <class P>
+/// Continual QAT (--switch-at) is compiled for the default design only: each pre-policy doubles
+/// the models compiled, and the other designs would multiply that again.
+template <class P, tern::lm_design Design>
 nlohmann::json run_with_pre(const settings& s, const std::string& raw) {
-    if (s.schedule.switch_at == 0) return run<P, P>(s, raw);
-    if (s.pre_policy == "fp32") return run<tern::fp32, P>(s, raw);
-    if (s.pre_policy == "fp16_prenorm") return run<tern::fp16_prenorm, P>(s, raw);
-    return run<tern::fp16, P>(s, raw);
+    if (s.schedule.switch_at == 0) return run<P, P, Design>(s, raw);
+    if constexpr (Design == tern::lm_design{}) {
+        if (s.pre_policy == "fp32") return run<tern::fp32, P, Design>(s, raw);
+        if (s.pre_policy == "fp16_prenorm") return run<tern::fp16_prenorm, P, Design>(s, raw);
+        return run<tern::fp16, P, Design>(s, raw);
+    } else {
+        throw tern::error("--switch-at: continual QAT is built for --arch tern without --quantized-head; got --arch " +
+                          s.arch + (Design.quantized_head ? " --quantized-head" : ""));
+    }
 }
 
 }  // namespace
@@ -289,9 +296,9 @@ int main(int argc, char** argv) {
         s.layers = std::size_t(args.integer("layers", 4, 1, 1000, "decoder blocks"));
         s.heads = std::size_t(args.integer("heads", 4, 1, 1024, "attention heads"));
         s.context = std::size_t(args.integer("context", 128, 2, 1 << 16, "context length (tokens)"));
-        s.mlp = args.choice("mlp", "gelu", {"gelu", "swiglu"}, "feed-forward block");
-        s.norm = args.choice("norm", "rms", {"rms", "layer"}, "normalization");
-        s.positions = args.choice("positions", "learned", {"learned", "rotary"}, "position encoding");
+        s.arch = args.choice("arch", "tern", tern_examples::lm_arch_names(),
+                             "design: tern (RMSNorm, GELU, learned positions), llama (RMSNorm, SwiGLU, rotary), "
+                             "gpt (LayerNorm, GELU, learned positions)");
         s.quantized_head = args.flag("quantized-head", "put the LM head in the model's policy (default fp32)");
         s.batch = std::size_t(args.integer("batch", 32, 1, 1 << 16, "windows per step"));
         s.steps = std::size_t(args.integer("steps", 2000, 0, 1L << 40, "total optimizer steps (0: evaluate only)"));
@@ -334,11 +341,13 @@ int main(int argc, char** argv) {
         const std::string raw = s.text.empty() ? tern::text::read_command_output("bible Gen1:1-Rev22:21")
                                                : tern::text::read_file_bytes(s.text);
 
-        nlohmann::json result;
-        if (s.policy == "fp32") result = run<tern::fp32, tern::fp32>(s, raw);
-        else if (s.policy == "fp16") result = run<tern::fp16, tern::fp16>(s, raw);
-        else if (s.policy == "absmean") result = run_with_pre<tern::absmean_ternary>(s, raw);
-        else result = run_with_pre<tern::absmedian_ternary>(s, raw);
+        // The one place the design and policy are chosen: everything below is compiled for them.
+        nlohmann::json result = tern_examples::with_lm_design(s.arch, s.quantized_head, [&]<tern::lm_design D>() {
+            if (s.policy == "fp32") return run<tern::fp32, tern::fp32, D>(s, raw);
+            if (s.policy == "fp16") return run<tern::fp16, tern::fp16, D>(s, raw);
+            if (s.policy == "absmean") return run_with_pre<tern::absmean_ternary, D>(s, raw);
+            return run_with_pre<tern::absmedian_ternary, D>(s, raw);
+        });
         if (s.schedule.switch_at > 0) {
             result["pre_policy"] = s.pre_policy;
             result["switch_at"] = s.schedule.switch_at;

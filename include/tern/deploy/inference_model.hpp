@@ -348,6 +348,13 @@ private:
     tensor out_;
 };
 
+/// @brief Called when a frozen layer of type L becomes part of a run-time model (tern::freeze):
+/// nothing for most kinds; a kind whose loader depends on the type (a decoder_lm design, see
+/// deploy/language_model.hpp) overloads it to register that loader, so that a program can load
+/// the files it saves.
+template <class L>
+void register_erased_kind(const L&) {}
+
 namespace detail {
 
 template <class L>
@@ -385,6 +392,7 @@ void append_erased(L&& l, layer_list& out) {
             runtime_residual(runtime_sequence(erase_layers(std::move(l.body()))),
                              runtime_sequence(erase_layers(std::move(l.shortcut()))))));
     } else {
+        register_erased_kind(l);  // found by argument-dependent lookup: overloads live beside their layers
         out.push_back(std::make_unique<erased_layer<T>>(std::move(l)));
     }
 }
@@ -425,6 +433,39 @@ void register_layer_kind() {
                                        [](const layer_reader& r) { return detail::load_erased<L>(r); });
 }
 
+namespace detail {
+
+/// The loader of a layer template over a policy, Layer<Policy, ActBits>, for files of kind
+/// @p kind: the entry's "policy" field picks the frozen instantiation among @p Policies.
+template <template <class, int> class Layer, int ActBits, class... Policies>
+layer_loader policy_loader(std::string kind) {
+    return [kind](const layer_reader& r) -> std::unique_ptr<inference_layer> {
+        const std::string policy = r.string_field("policy");
+        std::unique_ptr<inference_layer> out;
+        std::string known;
+        (
+            [&] {
+                using L = Layer<frozen<Policies>, ActBits>;
+                if (L::kind() != kind) return;
+                known += (known.empty() ? "" : ", ") + std::string(Policies::name);
+                if (!out && policy == Policies::name) out = detail::load_erased<L>(r);
+            }(),
+            ...);
+        if (!out) r.fail("field 'policy': expected one of ", known, " for kind '", kind, "', found '",
+                         policy.substr(0, 40), "'");
+        return out;
+    };
+}
+
+/// policy_loader over tern's own policies (the ones its exporters write).
+template <template <class, int> class Layer, int ActBits>
+layer_loader builtin_policy_loader(std::string kind) {
+    return policy_loader<Layer, ActBits, fp32, fp16, fp32_prenorm, fp16_prenorm, absmean_ternary, absmedian_ternary>(
+        std::move(kind));
+}
+
+}  // namespace detail
+
 /// @brief Registers a layer template over a policy, Layer<Policy, ActBits>: its frozen
 /// instantiation in each of @p Policies, under the kinds they report (e.g. "ternary_linear" and
 /// "linear"); the loader picks the policy from the entry's "policy" field.
@@ -437,26 +478,9 @@ void register_policy_layer_kinds() {
             if (std::find(kinds.begin(), kinds.end(), k) == kinds.end()) kinds.push_back(k);
         }(),
         ...);
-    for (const std::string& kind : kinds) {
-        detail::register_builtin_if_absent(kind, [kind](const layer_reader& r) -> std::unique_ptr<inference_layer> {
-            const std::string policy = r.string_field("policy");
-            std::unique_ptr<inference_layer> out;
-            std::string known;
-            (
-                [&] {
-                    using L = Layer<frozen<Policies>, ActBits>;
-                    if (L::kind() != kind) return;
-                    known += (known.empty() ? "" : ", ") + std::string(Policies::name);
-                    if (!out && policy == Policies::name) out = detail::load_erased<L>(r);
-                }(),
-                ...);
-            if (!out) r.fail("field 'policy': expected one of ", known, " for kind '", kind, "', found '",
-                             policy.substr(0, 40), "'");
-            return out;
-        });
-    }
+    for (const std::string& kind : kinds)
+        detail::register_builtin_if_absent(kind, detail::policy_loader<Layer, ActBits, Policies...>(kind));
 }
-
 
 /// @brief A frozen model: inference layers in order, plus what the file records about them.
 ///

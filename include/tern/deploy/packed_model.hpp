@@ -95,8 +95,8 @@ inline void register_builtin_layer_kinds() {
         register_layer_kind<avg_pool2d>();
         register_layer_kind<global_avg_pool2d>();
         register_layer_kind<batch_norm2d>();
-        register_policy_layer_kinds<decoder_lm, 8, fp32, fp16, fp32_prenorm, fp16_prenorm, absmean_ternary,
-                                    absmedian_ternary>();
+        register_builtin_if_absent("decoder_lm", load_decoder_lm);
+        register_lm_design<lm_design{}>();
         register_builtin_if_absent("residual", load_runtime_residual);
         return true;
     }();

@@ -175,10 +175,13 @@ struct kv_cache {
     }
 };
 
+/// @brief How positions enter a transformer: learned absolute embeddings added to the tokens
+/// before the first block (attention itself adds none), or rotary q/k inside every attention.
+enum class position_kind { learned, rotary };
+
 /// @brief Options of causal_self_attention.
 struct attention_options {
-    bool rotary = false;        ///< rotate q and k by position (RoPE, half-split pairs (i, i + hd/2))
-    float rotary_base = 10000;  ///< theta_i = base^(-2i / head_dim)
+    float rotary_base = 10000;  ///< rotary positions: theta_i = base^(-2i / head_dim)
 };
 
 /// @brief Multi-head causal self-attention, y = o(softmax(q k^T / sqrt(hd) + mask) v), per head.
@@ -187,9 +190,11 @@ struct attention_options {
 /// without bias, so in a ternary policy each is a BitLinear with its own weight scale.
 /// Parameters: "q.weight", "k.weight", "v.weight", "o.weight".
 /// @tparam Policy, ActBits as for tern::linear.
+/// @tparam Positions rotary: q and k are rotated by position (RoPE, half-split pairs
+///         (i, i + hd/2)); learned: no positions here (the model adds them to its input).
 /// @throws tern::error if d_model is not a multiple of heads (or head_dim is odd with rotary), or
 ///         on an input that is not [B, T, d_model].
-template <class Policy, int ActBits = 8>
+template <class Policy, int ActBits = 8, position_kind Positions = position_kind::learned>
 class causal_self_attention {
     static_assert(quantization_policy<Policy>,
                   "tern::causal_self_attention: Policy must be a quantization policy (tern::fp32, fp16, absmean_ternary, absmedian_ternary)");
@@ -203,7 +208,8 @@ public:
     /// The q/k/v/o projections: linear<Policy, ActBits> (a wrong Policy stops at the assertion above).
     using projection_type = linear<detail::valid_policy_t<Policy>, detail::valid_bits<ActBits>>;
     template <class T>
-    using transform = causal_self_attention<typename T::template apply<Policy>, ActBits>;
+    using transform = causal_self_attention<typename T::template apply<Policy>, ActBits, Positions>;
+    static constexpr bool rotary = Positions == position_kind::rotary;
 
     causal_self_attention(std::size_t d_model, std::size_t heads, attention_options options = {})
         requires trainable
@@ -211,13 +217,13 @@ public:
           o_(d_model, d_model, false), d_(d_model), heads_(heads), opt_(options) {
         detail::require(heads > 0 && d_model % heads == 0, "causal_self_attention: d_model ", d_model,
                         " is not a multiple of the head count ", heads);
-        detail::require(!options.rotary || (d_model / heads) % 2 == 0,
+        detail::require(!rotary || (d_model / heads) % 2 == 0,
                         "causal_self_attention: rotary positions need an even head dimension, got ", d_model / heads);
     }
 
     /// Converts the same layer from another policy (parameters copied exactly).
     template <class Q, int B>
-    explicit causal_self_attention(const causal_self_attention<Q, B>& other)
+    explicit causal_self_attention(const causal_self_attention<Q, B, Positions>& other)
         : q_(other.q_proj()), k_(other.k_proj()), v_(other.v_proj()), o_(other.o_proj()), d_(other.d_model()),
           heads_(other.heads()), opt_(other.options()) {}
 
@@ -242,7 +248,7 @@ private:
         q_.forward(x, q);
         k_.forward(x, k);
         v_.forward(x, v);
-        if (opt_.rotary) {
+        if constexpr (rotary) {
             rotate(q.data(), B, T, 0, false);
             rotate(k.data(), B, T, 0, false);
         }
@@ -295,7 +301,7 @@ public:
                 }
             },
             8.0 * double(B * heads_) * double(T) * double(T) * double(hd));
-        if (opt_.rotary) {
+        if constexpr (rotary) {
             rotate(dQ, B, T, 0, true);
             rotate(dK, B, T, 0, true);
         }
@@ -321,7 +327,7 @@ public:
                         " of ", cache.capacity, " positions; ", t, " more do not fit");
         tensor q = q_.forward(x), k = k_.forward(x), v = v_.forward(x);
         const std::size_t pos0 = cache.length;
-        if (opt_.rotary) {
+        if constexpr (rotary) {
             rotate(q.data(), B, t, pos0, false);
             rotate(k.data(), B, t, pos0, false);
         }
@@ -366,7 +372,7 @@ public:
 
     std::string describe() const {
         return "causal_self_attention(" + std::to_string(d_) + ",heads=" + std::to_string(heads_) +
-               (opt_.rotary ? ",rotary" : "") + ",q=" + q_.describe() + ",k=" + k_.describe() +
+               (rotary ? ",rotary" : "") + ",q=" + q_.describe() + ",k=" + k_.describe() +
                ",v=" + v_.describe() + ",o=" + o_.describe() + ")";
     }
 
@@ -384,9 +390,9 @@ public:
                                       attention_options options)
         requires(!trainable)
     {
-        detail::require(heads > 0 && d_model % heads == 0 && (!options.rotary || (d_model / heads) % 2 == 0),
+        detail::require(heads > 0 && d_model % heads == 0 && (!rotary || (d_model / heads) % 2 == 0),
                         "causal_self_attention: ", heads, " heads do not divide d_model ", d_model,
-                        options.rotary ? " into an even head dimension" : "");
+                        rotary ? " into an even head dimension" : "");
         using L = projection_type;
         return causal_self_attention(L::load(r.sub("q"), d_model, d_model, false),
                                      L::load(r.sub("k"), d_model, d_model, false),

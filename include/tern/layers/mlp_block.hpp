@@ -124,8 +124,9 @@ void elementwise_parallel(std::size_t n, Fn&& fn) {
 ///
 /// gelu:   y = down(gelu(up(x)))                   parameters "up.weight", "down.weight"
 /// swiglu: y = down(silu(gate(x)) * up(x))         parameters "gate.weight", "up.weight", "down.weight"
+/// The kind is a template parameter: a GELU block has no gate member and no branch on the kind.
 /// @throws tern::error on zero sizes or an input whose last axis is not d_model.
-template <class Policy, int ActBits = 8>
+template <class Policy, int ActBits = 8, mlp_kind Kind = mlp_kind::gelu>
 class mlp_block {
     static_assert(quantization_policy<Policy>,
                   "tern::mlp_block: Policy must be a quantization policy (tern::fp32, fp16, absmean_ternary, absmedian_ternary)");
@@ -139,19 +140,17 @@ public:
     /// The up/gate/down projections: linear<Policy, ActBits> (a wrong Policy stops at the assertion above).
     using projection_type = linear<detail::valid_policy_t<Policy>, detail::valid_bits<ActBits>>;
     template <class T>
-    using transform = mlp_block<typename T::template apply<Policy>, ActBits>;
+    using transform = mlp_block<typename T::template apply<Policy>, ActBits, Kind>;
+    static constexpr mlp_kind kind = Kind;
+    static constexpr bool gated = Kind == mlp_kind::swiglu;
 
-    mlp_block(std::size_t d_model, std::size_t hidden, mlp_kind kind = mlp_kind::gelu)
+    mlp_block(std::size_t d_model, std::size_t hidden)
         requires trainable
-        : kind_(kind), up_(d_model, hidden, false), down_(hidden, d_model, false) {
-        if (kind == mlp_kind::swiglu) gate_.emplace(d_model, hidden, false);
-    }
+        : up_(d_model, hidden, false), down_(hidden, d_model, false), gate_(make_gate(d_model, hidden)) {}
 
     template <class Q, int B>
-    explicit mlp_block(const mlp_block<Q, B>& other)
-        : kind_(other.kind()), up_(other.up_proj()), down_(other.down_proj()) {
-        if (other.gate_proj()) gate_.emplace(*other.gate_proj());
-    }
+    explicit mlp_block(const mlp_block<Q, B, Kind>& other)
+        : up_(other.up_proj()), down_(other.down_proj()), gate_(copy_gate(other)) {}
 
     void forward(const tensor& x, tensor& y) {
         // h = up(x); a = gelu(h) or silu(gate(x)) * h; y = down(a). The derivatives (d1, silu)
@@ -163,13 +162,13 @@ public:
         d1v.resize(n);
         float* av = a_.data();
         float* d1 = d1v.data();
-        if (kind_ == mlp_kind::gelu) {
+        if constexpr (!gated) {
             const float* hv = h_.data();
             detail::elementwise_parallel(n, [&](std::size_t lo, std::size_t hi) {
                 detail::gelu_forward(hv + lo, av + lo, d1 + lo, hi - lo);
             });
         } else {
-            gate_->forward(x, g_);
+            gate_.forward(x, g_);
             std::vector<float>& sil = silu_buffer();
             sil.resize(n);
             const float *gv = g_.data(), *uv = h_.data();
@@ -193,12 +192,12 @@ public:
         const std::size_t n = da.size();
         float* dav = da.data();
         const float* d1 = d1_.data();
-        if (kind_ == mlp_kind::gelu) {
+        if constexpr (!gated) {
             detail::elementwise_parallel(n, [&](std::size_t lo, std::size_t hi) {
                 for (std::size_t i = lo; i < hi; ++i) dav[i] *= d1[i];
             });
             return up_.backward(da);
-        }
+        } else {
         tensor dg(detail::to_shape(da.shape()));
         float* dgv = dg.data();
         const float *sv = silu_.data(), *uv = h_.data();
@@ -209,30 +208,33 @@ public:
             }
         });
         tensor dx = up_.backward(da);
-        const tensor dxg = gate_->backward(dg);
+        const tensor dxg = gate_.backward(dg);
         float* out = dx.data();
         const float* add = dxg.data();
         for (std::size_t i = 0, m = dx.size(); i < m; ++i) out[i] += add[i];
         return dx;
+        }
     }
 
     void collect_parameters(parameter_list& out, const std::string& prefix)
         requires trainable
     {
-        if (gate_) gate_->collect_parameters(out, prefix + "gate.");
+        if constexpr (gated) gate_.collect_parameters(out, prefix + "gate.");
         up_.collect_parameters(out, prefix + "up.");
         down_.collect_parameters(out, prefix + "down.");
     }
     void set_quant_strength(float lambda)
         requires trainable
     {
-        if (gate_) gate_->set_quant_strength(lambda);
+        if constexpr (gated) gate_.set_quant_strength(lambda);
         up_.set_quant_strength(lambda);
         down_.set_quant_strength(lambda);
     }
 
     std::string describe() const {
-        return std::string("mlp_block(") + mlp_kind_name(kind_) + (gate_ ? ",gate=" + gate_->describe() : "") +
+        std::string gate;
+        if constexpr (gated) gate = ",gate=" + gate_.describe();
+        return std::string("mlp_block(") + mlp_kind_name(Kind) + gate +
                ",up=" + up_.describe() + ",down=" + down_.describe() + ")";
     }
 
@@ -244,44 +246,68 @@ public:
             layer_writer sub = w.nested(name);
             l.save(sub);
         };
-        if (gate_) put("gate", *gate_);
+        if constexpr (gated) put("gate", gate_);
         put("up", up_);
         put("down", down_);
     }
-    /// Frozen: what save() wrote, for a d_model -> hidden -> d_model block of kind @p kind.
-    static mlp_block load(const layer_reader& r, std::size_t d_model, std::size_t hidden, mlp_kind kind)
+    /// Frozen: what save() wrote, for a d_model -> hidden -> d_model block.
+    static mlp_block load(const layer_reader& r, std::size_t d_model, std::size_t hidden)
         requires(!trainable)
     {
         using L = projection_type;
-        mlp_block m(kind, L::load(r.sub("up"), d_model, hidden, false), L::load(r.sub("down"), hidden, d_model, false));
-        if (kind == mlp_kind::swiglu) m.gate_.emplace(L::load(r.sub("gate"), d_model, hidden, false));
-        return m;
+        const auto read_gate = [&]() -> gate_type {
+            if constexpr (gated) return L::load(r.sub("gate"), d_model, hidden, false);
+            else return {};
+        };
+        return mlp_block(L::load(r.sub("up"), d_model, hidden, false), L::load(r.sub("down"), hidden, d_model, false),
+                         read_gate());
     }
     std::size_t parameter_bytes() const
         requires(!trainable)
     {
-        return up_.parameter_bytes() + down_.parameter_bytes() + (gate_ ? gate_->parameter_bytes() : 0);
+        return up_.parameter_bytes() + down_.parameter_bytes() + gate_part([](const auto& g) { return g.parameter_bytes(); });
     }
     std::size_t packed_weights() const
         requires(!trainable)
     {
-        return up_.packed_weights() + down_.packed_weights() + (gate_ ? gate_->packed_weights() : 0);
+        return up_.packed_weights() + down_.packed_weights() + gate_part([](const auto& g) { return g.packed_weights(); });
     }
     std::size_t packed_bytes() const
         requires(!trainable)
     {
-        return up_.packed_bytes() + down_.packed_bytes() + (gate_ ? gate_->packed_bytes() : 0);
+        return up_.packed_bytes() + down_.packed_bytes() + gate_part([](const auto& g) { return g.packed_bytes(); });
     }
 
-    mlp_kind kind() const { return kind_; }
     std::size_t hidden() const { return up_.out_features(); }
     const projection_type& up_proj() const { return up_; }
     const projection_type& down_proj() const { return down_; }
-    const std::optional<projection_type>& gate_proj() const { return gate_; }
+    const projection_type& gate_proj() const
+        requires gated
+    {
+        return gate_;
+    }
 
 private:
-    mlp_block(mlp_kind kind, projection_type up, projection_type down)
-        : kind_(kind), up_(std::move(up)), down_(std::move(down)) {}
+    /// The gate projection of a SwiGLU block; nothing in a GELU block.
+    using gate_type = std::conditional_t<gated, projection_type, detail::empty>;
+
+    mlp_block(projection_type up, projection_type down, gate_type gate)
+        : up_(std::move(up)), down_(std::move(down)), gate_(std::move(gate)) {}
+
+    static gate_type make_gate(std::size_t d_model, std::size_t hidden) {
+        if constexpr (gated) return projection_type(d_model, hidden, false);
+        else return {};
+    }
+    template <class Other>
+    static gate_type copy_gate(const Other& other) {
+        if constexpr (gated) return projection_type(other.gate_proj());
+        else return {};
+    }
+    template <class Fn>
+    std::size_t gate_part(Fn&& fn) const {
+        if constexpr (gated) return fn(gate_);
+        else return 0;
+    }
 
     std::vector<float>& derivative_buffer() {
         if constexpr (trainable) return d1_;
@@ -292,9 +318,8 @@ private:
         else return scratch2_;
     }
 
-    mlp_kind kind_;
     projection_type up_, down_;
-    std::optional<projection_type> gate_;
+    [[no_unique_address]] gate_type gate_;
     tensor h_, a_, g_;  // up(x), the activation, gate(x): reused buffers (h_ is read by backward)
     // What backward needs (training only): gelu'(h) or silu'(gate), and silu(gate).
     [[no_unique_address]] training_only<Policy, std::vector<float>> d1_{}, silu_{};

@@ -14,7 +14,6 @@
 #include <random>
 #include <string>
 #include <utility>
-#include <variant>
 #include <vector>
 
 #include "attention.hpp"
@@ -29,62 +28,63 @@ namespace tern {
 
 /// @brief Which normalization a transformer uses.
 enum class norm_kind { rms, layer };
-/// @brief How positions enter: learned absolute embeddings added to the tokens, or rotary q/k.
-enum class position_kind { learned, rotary };
 
-/// @brief RMSNorm or LayerNorm chosen at run time (eps 1e-5 for both, as PyTorch's defaults).
-class any_norm {
-public:
-    any_norm(norm_kind kind, std::size_t features)
-        : norm_(kind == norm_kind::rms ? variant_t(rms_norm(features, true, 1e-5f))
-                                       : variant_t(layer_norm(features, true, 1e-5f))) {}
-    tensor forward(const tensor& x) {
-        return std::visit([&](auto& n) { return n.forward(x); }, norm_);
-    }
-    tensor backward(const tensor& g) {
-        return std::visit([&](auto& n) { return n.backward(g); }, norm_);
-    }
-    void collect_parameters(parameter_list& out, const std::string& prefix) {
-        std::visit([&](auto& n) { n.collect_parameters(out, prefix); }, norm_);
-    }
-    std::string describe() const {
-        return std::visit([](const auto& n) { return n.describe(); }, norm_);
-    }
-    norm_kind kind() const { return std::holds_alternative<rms_norm>(norm_) ? norm_kind::rms : norm_kind::layer; }
-    void save(layer_writer& w) const {
-        std::visit([&](const auto& n) { n.save(w); }, norm_);
-    }
-    void load_parameters(const layer_reader& r) {
-        std::visit([&](auto& n) { n.load_parameters(r); }, norm_);
-    }
-    std::size_t parameter_bytes() const {
-        return std::visit([](const auto& n) { return n.parameter_bytes(); }, norm_);
-    }
-    /// Calls @p fn with the norm inside (an rms_norm or a layer_norm).
-    template <class Fn>
-    decltype(auto) visit(Fn&& fn) const {
-        return std::visit(std::forward<Fn>(fn), norm_);
-    }
+/// @brief The norm layer of a kind: rms_norm or layer_norm, with a gain (and LayerNorm's bias),
+/// eps 1e-5 (PyTorch's default).
+template <norm_kind Kind>
+using norm_layer_t = std::conditional_t<Kind == norm_kind::rms, rms_norm, layer_norm>;
 
-private:
-    using variant_t = std::variant<rms_norm, layer_norm>;
-    variant_t norm_;
+/// @brief The architecture of a decoder LM, fixed at compile time: a template argument of
+/// decoder_block and decoder_lm, so no branch on it remains inside the model, and a model type
+/// says everything the tensors do not.
+struct lm_design {
+    norm_kind norm = norm_kind::rms;
+    mlp_kind mlp = mlp_kind::gelu;
+    position_kind positions = position_kind::learned;
+    bool quantized_head = false;  ///< the head in the model's policy instead of fp32
+    friend constexpr bool operator==(const lm_design&, const lm_design&) = default;
 };
+
+/// @brief LLaMA's choices (and BitNet b1.58's): RMSNorm, SwiGLU, rotary positions.
+inline constexpr lm_design llama_design{.norm = norm_kind::rms, .mlp = mlp_kind::swiglu, .positions = position_kind::rotary};
+/// @brief GPT-2's choices: LayerNorm, GELU, learned positions.
+inline constexpr lm_design gpt_design{.norm = norm_kind::layer, .mlp = mlp_kind::gelu, .positions = position_kind::learned};
+
+/// @brief The design as text, e.g. "rms_norm, swiglu, rotary positions, fp32 head".
+inline std::string describe_design(const lm_design& d) {
+    return std::string(d.norm == norm_kind::rms ? "rms_norm" : "layer_norm") + ", " + mlp_kind_name(d.mlp) + ", " +
+           (d.positions == position_kind::rotary ? "rotary" : "learned") + " positions, " +
+           (d.quantized_head ? "quantized" : "fp32") + " head";
+}
+
+/// @brief The design a file entry of kind "decoder_lm" describes (its "norm", "mlp", "positions" and "quantized_head"
+/// fields), checked to be one tern knows.
+inline lm_design read_lm_design(const layer_reader& r) {
+    const std::string mlp = r.string_field("mlp"), norm = r.string_field("norm"),
+                      positions = r.string_field("positions");
+    if (mlp != "gelu" && mlp != "swiglu") r.fail("field 'mlp': expected \"gelu\" or \"swiglu\", found \"", mlp.substr(0, 40), "\"");
+    if (norm != "rms_norm" && norm != "layer_norm")
+        r.fail("field 'norm': expected \"rms_norm\" or \"layer_norm\", found \"", norm.substr(0, 40), "\"");
+    if (positions != "learned" && positions != "rotary")
+        r.fail("field 'positions': expected \"learned\" or \"rotary\", found \"", positions.substr(0, 40), "\"");
+    return {.norm = norm == "rms_norm" ? norm_kind::rms : norm_kind::layer,
+            .mlp = mlp == "gelu" ? mlp_kind::gelu : mlp_kind::swiglu,
+            .positions = positions == "learned" ? position_kind::learned : position_kind::rotary,
+            .quantized_head = r.bool_field("quantized_head")};
+}
 
 /// @brief Shape of one decoder block.
 struct block_options {
     std::size_t d_model = 128;
     std::size_t heads = 4;
     std::size_t mlp_hidden = 0;  ///< 0: 4 * d_model
-    mlp_kind mlp = mlp_kind::gelu;
-    norm_kind norm = norm_kind::rms;
-    bool rotary = false;
 };
 
 /// @brief Pre-norm decoder block: h = x + attn(norm1(x)); y = h + mlp(norm2(h)). [B, T, D] -> [B, T, D].
 ///
 /// Parameters "norm1.", "attn.", "norm2.", "mlp." (see causal_self_attention and mlp_block).
-template <class Policy, int ActBits = 8>
+/// @tparam Design the norm, MLP and position kinds (its head field is the model's business).
+template <class Policy, int ActBits = 8, lm_design Design = lm_design{}>
 class decoder_block {
     static_assert(quantization_policy<Policy>,
                   "tern::decoder_block: Policy must be a quantization policy (tern::fp32, fp16, absmean_ternary, absmedian_ternary)");
@@ -97,18 +97,20 @@ public:
     static constexpr bool trainable = trainable_policy<Policy>;
     /// causal_self_attention<Policy, ActBits> and mlp_block<Policy, ActBits> (a wrong Policy stops at
     /// the assertion above).
-    using attention_type = causal_self_attention<detail::valid_policy_t<Policy>, detail::valid_bits<ActBits>>;
-    using mlp_type = mlp_block<detail::valid_policy_t<Policy>, detail::valid_bits<ActBits>>;
+    using attention_type =
+        causal_self_attention<detail::valid_policy_t<Policy>, detail::valid_bits<ActBits>, Design.positions>;
+    using mlp_type = mlp_block<detail::valid_policy_t<Policy>, detail::valid_bits<ActBits>, Design.mlp>;
+    using norm_type = norm_layer_t<Design.norm>;
     template <class T>
-    using transform = decoder_block<typename T::template apply<Policy>, ActBits>;
+    using transform = decoder_block<typename T::template apply<Policy>, ActBits, Design>;
 
     explicit decoder_block(const block_options& o)
         requires trainable
-        : opt_(normalized(o)), norm1_(o.norm, o.d_model), attn_(o.d_model, o.heads, {.rotary = o.rotary}),
-          norm2_(o.norm, o.d_model), mlp_(o.d_model, opt_.mlp_hidden, o.mlp) {}
+        : opt_(normalized(o)), norm1_(make_norm(o.d_model)), attn_(o.d_model, o.heads),
+          norm2_(make_norm(o.d_model)), mlp_(o.d_model, opt_.mlp_hidden) {}
 
     template <class Q, int B>
-    explicit decoder_block(const decoder_block<Q, B>& other)
+    explicit decoder_block(const decoder_block<Q, B, Design>& other)
         : opt_(other.options()), norm1_(other.norm1()), attn_(other.attention()), norm2_(other.norm2()),
           mlp_(other.mlp()) {}
 
@@ -168,13 +170,11 @@ public:
     static decoder_block load(const layer_reader& r, const block_options& o)
         requires(!trainable)
     {
-        any_norm n1(o.norm, o.d_model), n2(o.norm, o.d_model);
+        norm_type n1 = make_norm(o.d_model), n2 = make_norm(o.d_model);
         n1.load_parameters(r.sub("norm1"));
         n2.load_parameters(r.sub("norm2"));
-        return decoder_block(
-            o, std::move(n1),
-            attention_type::load(r.sub("attn"), o.d_model, o.heads, {.rotary = o.rotary}),
-            std::move(n2), mlp_type::load(r.sub("mlp"), o.d_model, o.mlp_hidden, o.mlp));
+        return decoder_block(o, std::move(n1), attention_type::load(r.sub("attn"), o.d_model, o.heads, {}),
+                             std::move(n2), mlp_type::load(r.sub("mlp"), o.d_model, o.mlp_hidden));
     }
     std::size_t parameter_bytes() const
         requires(!trainable)
@@ -198,14 +198,16 @@ public:
     }
 
     const block_options& options() const { return opt_; }
-    const any_norm& norm1() const { return norm1_; }
-    const any_norm& norm2() const { return norm2_; }
+    const norm_type& norm1() const { return norm1_; }
+    const norm_type& norm2() const { return norm2_; }
     const attention_type& attention() const { return attn_; }
     const mlp_type& mlp() const { return mlp_; }
 
 private:
-    decoder_block(const block_options& o, any_norm n1, attention_type attn, any_norm n2, mlp_type mlp)
+    decoder_block(const block_options& o, norm_type n1, attention_type attn, norm_type n2, mlp_type mlp)
         : opt_(o), norm1_(std::move(n1)), attn_(std::move(attn)), norm2_(std::move(n2)), mlp_(std::move(mlp)) {}
+
+    static norm_type make_norm(std::size_t features) { return norm_type(features, true, 1e-5f); }
 
     static block_options normalized(block_options o) {
         if (o.mlp_hidden == 0) o.mlp_hidden = 4 * o.d_model;
@@ -219,13 +221,13 @@ private:
     }
 
     block_options opt_;
-    any_norm norm1_;
+    norm_type norm1_;
     attention_type attn_;
-    any_norm norm2_;
+    norm_type norm2_;
     mlp_type mlp_;
 };
 
-/// @brief Shape of a decoder-only language model.
+/// @brief Sizes of a decoder-only language model (its kinds are the lm_design template argument).
 struct lm_config {
     std::size_t vocab = 256;
     std::size_t d_model = 128;
@@ -233,10 +235,6 @@ struct lm_config {
     std::size_t heads = 4;
     std::size_t context = 128;   ///< longest sequence (the learned position table, the KV cache)
     std::size_t mlp_hidden = 0;  ///< 0: 4 * d_model
-    mlp_kind mlp = mlp_kind::gelu;
-    norm_kind norm = norm_kind::rms;
-    position_kind positions = position_kind::learned;
-    bool quantized_head = false;  ///< the head in the model's policy instead of fp32
 };
 
 /// @brief How generate() picks the next token.
@@ -317,11 +315,13 @@ std::vector<int> generate_with(Model& model, std::size_t context, const std::vec
 /// forward(ids [B, T]) -> logits [B, T, vocab]; backward(dlogits) accumulates every gradient and
 /// returns zeros [B, T]. Parameters: "tok.weight", "pos.weight" (learned positions only),
 /// "blocks.<i>.<...>", "norm.weight" (and "norm.bias" with layer_norm), "head.weight".
-/// The head is pinned<linear<fp32>> unless config.quantized_head asks for linear<Policy, ActBits>.
+/// The head is pinned<linear<fp32>> unless Design.quantized_head asks for linear<Policy, ActBits>.
 /// @tparam Policy, ActBits as for tern::linear.
+/// @tparam Design norm, MLP and position kinds and the head's precision (lm_design{}, llama_design,
+///         gpt_design or any other): members and code paths are chosen at compile time.
 /// @throws tern::error for a bad configuration, ids that are not [B, T] with T <= context, or ids
 ///         outside the vocabulary.
-template <class Policy, int ActBits = 8>
+template <class Policy, int ActBits = 8, lm_design Design = lm_design{}>
 class decoder_lm {
     static_assert(quantization_policy<Policy>,
                   "tern::decoder_lm: Policy must be a quantization policy (tern::fp32, fp16, absmean_ternary, absmedian_ternary)");
@@ -332,34 +332,38 @@ public:
     using policy = Policy;
     /// decoder_block<Policy, ActBits> and linear<Policy, ActBits> (a wrong Policy stops at the
     /// assertion above).
-    using block_type = decoder_block<detail::valid_policy_t<Policy>, detail::valid_bits<ActBits>>;
-    using quantized_head = linear<detail::valid_policy_t<Policy>, detail::valid_bits<ActBits>>;
+    using block_type = decoder_block<detail::valid_policy_t<Policy>, detail::valid_bits<ActBits>, Design>;
+    using norm_type = typename block_type::norm_type;
     static constexpr int activation_bits = ActBits;
+    static constexpr lm_design design = Design;
+    static constexpr bool learned_positions_table = Design.positions == position_kind::learned;
     /// False for the frozen instantiation (tern::frozen<P>): forward only, no training state.
     static constexpr bool trainable = trainable_policy<Policy>;
     template <class T>
-    using transform = decoder_lm<typename T::template apply<Policy>, ActBits>;
-    /// The full-precision head: pinned to fp32 in training, frozen fp32 in a frozen model.
-    using full_precision_head = std::conditional_t<trainable, pinned<linear<fp32>>, linear<frozen<fp32>>>;
+    using transform = decoder_lm<typename T::template apply<Policy>, ActBits, Design>;
+    /// The head: linear<Policy, ActBits> with Design.quantized_head; otherwise full precision,
+    /// pinned to fp32 in training and frozen fp32 in a frozen model.
+    using head_type = std::conditional_t<
+        Design.quantized_head, linear<detail::valid_policy_t<Policy>, detail::valid_bits<ActBits>>,
+        std::conditional_t<trainable, pinned<linear<fp32>>, linear<frozen<fp32>>>>;
+    /// The learned position table, or nothing with rotary positions.
+    using positions_type = std::conditional_t<learned_positions_table, learned_positions, detail::empty>;
 
     explicit decoder_lm(const lm_config& c)
         requires trainable
-        : cfg_(checked(c)), tok_(c.vocab, c.d_model), norm_(c.norm, c.d_model) {
-        if (c.positions == position_kind::learned) pos_.emplace(c.context, c.d_model);
+        : cfg_(checked(c)), tok_(c.vocab, c.d_model), pos_(make_positions(c)), norm_(make_norm(c.d_model)),
+          head_(c.d_model, c.vocab, false) {
         const block_options bo = block_shape(c);
         blocks_.reserve(c.layers);
         for (std::size_t i = 0; i < c.layers; ++i) blocks_.emplace_back(bo);
-        if (c.quantized_head) head_q_.emplace(c.d_model, c.vocab, false);
-        else head_fp_.emplace(c.d_model, c.vocab, false);
     }
 
     /// The same model in another policy: every parameter copied exactly (continual QAT).
     template <class Q, int B>
-    explicit decoder_lm(const decoder_lm<Q, B>& other)
-        : cfg_(other.settings()), tok_(other.token_embedding()), pos_(other.positions()), norm_(other.final_norm()),
-          head_fp_(other.head_fp()) {
+    explicit decoder_lm(const decoder_lm<Q, B, Design>& other)
+        : cfg_(other.settings()), tok_(other.token_embedding()), pos_(other.position_table()),
+          norm_(other.final_norm()), head_(other.head()) {
         for (const auto& b : other.blocks()) blocks_.emplace_back(b);
-        if (other.head_quantized()) head_q_.emplace(*other.head_quantized());
     }
 
     /// Logits [B, T, vocab] of ids [B, T]; between begin_sequence() and end_sequence(), the next
@@ -368,17 +372,17 @@ public:
         if (incremental_) return forward_cached(ids);
         check_ids(ids, cfg_.context);
         tensor x = tok_.forward(ids);
-        if (pos_) x = pos_->forward(x);
+        if constexpr (learned_positions_table) x = pos_.forward(x);
         for (auto& b : blocks_) x = b.forward(x);
-        return head_forward(norm_.forward(x));
+        return head_.forward(norm_.forward(x));
     }
 
     tensor backward(const tensor& grad_logits)
         requires trainable
     {
-        tensor g = norm_.backward(head_fp_ ? head_fp_->backward(grad_logits) : head_q_->backward(grad_logits));
+        tensor g = norm_.backward(head_.backward(grad_logits));
         for (std::size_t i = blocks_.size(); i-- > 0;) g = blocks_[i].backward(g);
-        if (pos_) g = pos_->backward(g);
+        if constexpr (learned_positions_table) g = pos_.backward(g);
         return tok_.backward(g);
     }
 
@@ -399,9 +403,9 @@ public:
         check_ids(ids, cfg_.context - cached_length());
         const std::size_t offset = cached_length();
         tensor x = tok_.forward(ids);
-        if (pos_) x = pos_->forward(x, offset);
+        if constexpr (learned_positions_table) x = pos_.forward(x, offset);
         for (std::size_t i = 0; i < blocks_.size(); ++i) x = blocks_[i].forward_cached(x, caches_[i]);
-        return head_forward(norm_.forward(x));
+        return head_.forward(norm_.forward(x));
     }
 
     /// Starts incremental inference: until end_sequence(), forward() continues @p batch sequences
@@ -439,12 +443,12 @@ public:
                             {"heads", cfg_.heads},
                             {"context", cfg_.context},
                             {"hidden", blocks_.empty() ? std::size_t(0) : blocks_[0].mlp().hidden()},
-                            {"mlp", mlp_kind_name(cfg_.mlp)},
-                            {"norm", cfg_.norm == norm_kind::rms ? "rms_norm" : "layer_norm"},
+                            {"mlp", mlp_kind_name(Design.mlp)},
+                            {"norm", Design.norm == norm_kind::rms ? "rms_norm" : "layer_norm"},
                             {"norm_eps", norm_eps},
-                            {"positions", cfg_.positions == position_kind::learned ? "learned" : "rotary"},
+                            {"positions", Design.positions == position_kind::learned ? "learned" : "rotary"},
                             {"rotary_base", attention_options{}.rotary_base},
-                            {"quantized_head", cfg_.quantized_head},
+                            {"quantized_head", Design.quantized_head},
                             {"policy", std::string(Policy::name)},
                             {"activation_bits", ActBits}};
         return c;
@@ -455,15 +459,14 @@ public:
         requires(!trainable)
     {
         w.put("tok.weight", tok_.weight);
-        if (pos_) w.put("pos.weight", pos_->weight);
+        if constexpr (learned_positions_table) w.put("pos.weight", pos_.weight);
         for (std::size_t i = 0; i < blocks_.size(); ++i) {
             layer_writer bw = w.nested("blocks").nested(std::to_string(i));
             blocks_[i].save(bw);
         }
         layer_writer nw = w.nested("norm"), hw = w.nested("head");
         norm_.save(nw);
-        if (head_fp_) head_fp_->save(hw);
-        else head_q_->save(hw);
+        head_.save(hw);
     }
     /// Rebuilds the frozen model from its configuration and tensors, checking every field.
     static decoder_lm load(const layer_reader& r)
@@ -476,17 +479,9 @@ public:
         c.heads = r.size_field("heads", 1, c.d_model);
         c.context = r.size_field("context", 1, std::size_t{1} << 20);
         c.mlp_hidden = r.size_field("hidden", 1, std::size_t{1} << 18);
-        const std::string mlp = r.string_field("mlp"), norm = r.string_field("norm"),
-                          positions = r.string_field("positions");
-        if (mlp != "gelu" && mlp != "swiglu") r.fail("field 'mlp': expected \"gelu\" or \"swiglu\", found \"", mlp.substr(0, 40), "\"");
-        if (norm != "rms_norm" && norm != "layer_norm")
-            r.fail("field 'norm': expected \"rms_norm\" or \"layer_norm\", found \"", norm.substr(0, 40), "\"");
-        if (positions != "learned" && positions != "rotary")
-            r.fail("field 'positions': expected \"learned\" or \"rotary\", found \"", positions.substr(0, 40), "\"");
-        c.mlp = mlp == "gelu" ? mlp_kind::gelu : mlp_kind::swiglu;
-        c.norm = norm == "rms_norm" ? norm_kind::rms : norm_kind::layer;
-        c.positions = positions == "learned" ? position_kind::learned : position_kind::rotary;
-        c.quantized_head = r.bool_field("quantized_head");
+        if (const lm_design d = read_lm_design(r); d != Design)
+            r.fail("the file holds a decoder_lm with ", describe_design(d), "; this model type has ",
+                   describe_design(Design));
         if (r.number_field("norm_eps") != double(norm_eps))
             r.fail("field 'norm_eps': this tern's norms use ", norm_eps, ", found ", r.number_field("norm_eps"));
         if (r.number_field("rotary_base") != double(attention_options{}.rotary_base))
@@ -497,15 +492,20 @@ public:
         } catch (const error& e) {
             r.fail(e.what());
         }
-        decoder_lm m(c, embedding::from_table(r.f32("tok.weight", {c.vocab, c.d_model})));
-        if (c.positions == position_kind::learned)
-            m.pos_.emplace(learned_positions::from_table(r.f32("pos.weight", {c.context, c.d_model})));
+        const auto read_positions = [&]() -> positions_type {
+            if constexpr (learned_positions_table)
+                return learned_positions::from_table(r.f32("pos.weight", {c.context, c.d_model}));
+            else return {};
+        };
+        // Read in file order (function arguments have no evaluation order): the first error names the first bad tensor.
+        embedding tok = embedding::from_table(r.f32("tok.weight", {c.vocab, c.d_model}));
+        positions_type pos = read_positions();
+        head_type head = head_type::load(r.sub("head"), c.d_model, c.vocab, false);
+        decoder_lm m(c, std::move(tok), std::move(pos), std::move(head));
         const block_options bo = block_shape(c);
         for (std::size_t i = 0; i < c.layers; ++i)
             m.blocks_.push_back(block_type::load(r.sub("blocks." + std::to_string(i)), bo));
         m.norm_.load_parameters(r.sub("norm"));
-        if (c.quantized_head) m.head_q_.emplace(quantized_head::load(r.sub("head"), c.d_model, c.vocab, false));
-        else m.head_fp_.emplace(full_precision_head::load(r.sub("head"), c.d_model, c.vocab, false));
         return m;
     }
     /// Input: token ids; output: logits over the vocabulary.
@@ -513,21 +513,22 @@ public:
     std::size_t parameter_bytes() const
         requires(!trainable)
     {
-        std::size_t n = (tok_.weight.size() + (pos_ ? pos_->weight.size() : 0)) * sizeof(float) + norm_.parameter_bytes();
+        std::size_t n = tok_.weight.size() * sizeof(float) + norm_.parameter_bytes() + head_.parameter_bytes();
+        if constexpr (learned_positions_table) n += pos_.weight.size() * sizeof(float);
         for (const auto& b : blocks_) n += b.parameter_bytes();
-        return n + (head_fp_ ? head_fp_->parameter_bytes() : head_q_->parameter_bytes());
+        return n;
     }
     std::size_t packed_weights() const
         requires(!trainable)
     {
-        std::size_t n = head_q_ ? head_q_->packed_weights() : 0;
+        std::size_t n = head_.packed_weights();
         for (const auto& b : blocks_) n += b.packed_weights();
         return n;
     }
     std::size_t packed_bytes() const
         requires(!trainable)
     {
-        std::size_t n = head_q_ ? head_q_->packed_bytes() : 0;
+        std::size_t n = head_.packed_bytes();
         for (const auto& b : blocks_) n += b.packed_bytes();
         return n;
     }
@@ -548,12 +549,11 @@ public:
         requires trainable
     {
         tok_.collect_parameters(out, prefix + "tok.");
-        if (pos_) pos_->collect_parameters(out, prefix + "pos.");
+        if constexpr (learned_positions_table) pos_.collect_parameters(out, prefix + "pos.");
         for (std::size_t i = 0; i < blocks_.size(); ++i)
             blocks_[i].collect_parameters(out, prefix + "blocks." + std::to_string(i) + ".");
         norm_.collect_parameters(out, prefix + "norm.");
-        if (head_fp_) head_fp_->collect_parameters(out, prefix + "head.");
-        else head_q_->collect_parameters(out, prefix + "head.");
+        head_.collect_parameters(out, prefix + "head.");
     }
     void zero_grad()
         requires trainable
@@ -565,45 +565,48 @@ public:
         requires trainable
     {
         for (auto& b : blocks_) b.set_quant_strength(lambda);
-        if (head_q_) head_q_->set_quant_strength(lambda);
+        if constexpr (Design.quantized_head) head_.set_quant_strength(lambda);
     }
     void collect_policies(std::vector<std::string>& out) const {
         const auto add = [&](std::string_view name) {
             if (std::find(out.begin(), out.end(), std::string(name)) == out.end()) out.emplace_back(name);
         };
         add(Policy::name);
-        if (head_fp_) add(fp32::name);
+        if constexpr (!Design.quantized_head) add(fp32::name);
     }
 
     std::string describe() const {
         std::string s = "decoder_lm(vocab=" + std::to_string(cfg_.vocab) + ",context=" +
-                        std::to_string(cfg_.context) + ", " + tok_.describe() + (pos_ ? ", " + pos_->describe() : "");
+                        std::to_string(cfg_.context) + ", " + tok_.describe();
+        if constexpr (learned_positions_table) s += ", " + pos_.describe();
         for (const auto& b : blocks_) s += ", " + b.describe();
-        s += ", " + norm_.describe() + ", head=" + (head_fp_ ? head_fp_->describe() : head_q_->describe()) + ")";
+        s += ", " + norm_.describe() + ", head=" + head_.describe() + ")";
         return s;
     }
 
     /// The sizes and kinds the model was built with.
     const lm_config& settings() const { return cfg_; }
     const embedding& token_embedding() const { return tok_; }
-    const std::optional<learned_positions>& positions() const { return pos_; }
+    /// The learned position table (learned positions only).
+    const positions_type& position_table() const { return pos_; }
     const std::vector<block_type>& blocks() const { return blocks_; }
     std::vector<block_type>& blocks() { return blocks_; }
-    const any_norm& final_norm() const { return norm_; }
-    const std::optional<full_precision_head>& head_fp() const { return head_fp_; }
-    const std::optional<quantized_head>& head_quantized() const { return head_q_; }
+    const norm_type& final_norm() const { return norm_; }
+    const head_type& head() const { return head_; }
 
 private:
-    /// For load: the configuration and token table; the rest is filled in.
-    decoder_lm(const lm_config& c, embedding tok) : cfg_(c), tok_(std::move(tok)), norm_(c.norm, c.d_model) {}
+    /// For load: the configuration, token table, positions and head; blocks and norm are filled in.
+    decoder_lm(const lm_config& c, embedding tok, positions_type pos, head_type head)
+        : cfg_(c), tok_(std::move(tok)), pos_(std::move(pos)), norm_(make_norm(c.d_model)), head_(std::move(head)) {}
+
+    static positions_type make_positions(const lm_config& c) {
+        if constexpr (learned_positions_table) return learned_positions(c.context, c.d_model);
+        else return {};
+    }
+    static norm_type make_norm(std::size_t features) { return norm_type(features, true, norm_eps); }
 
     static block_options block_shape(const lm_config& c) {
-        return {.d_model = c.d_model,
-                .heads = c.heads,
-                .mlp_hidden = c.mlp_hidden ? c.mlp_hidden : 4 * c.d_model,
-                .mlp = c.mlp,
-                .norm = c.norm,
-                .rotary = c.positions == position_kind::rotary};
+        return {.d_model = c.d_model, .heads = c.heads, .mlp_hidden = c.mlp_hidden ? c.mlp_hidden : 4 * c.d_model};
     }
 
     static lm_config checked(lm_config c) {
@@ -622,15 +625,12 @@ private:
                         " tokens exceed the room left in the context (", max_tokens, " of ", cfg_.context, ")");
     }
 
-    tensor head_forward(const tensor& x) { return head_fp_ ? head_fp_->forward(x) : head_q_->forward(x); }
-
     lm_config cfg_;
     embedding tok_;
-    std::optional<learned_positions> pos_;
+    [[no_unique_address]] positions_type pos_;
     std::vector<block_type> blocks_;
-    any_norm norm_;
-    std::optional<full_precision_head> head_fp_;
-    std::optional<quantized_head> head_q_;
+    norm_type norm_;
+    head_type head_;
     std::vector<kv_cache> caches_;
     bool incremental_ = false;
 };
