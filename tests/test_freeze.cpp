@@ -19,11 +19,14 @@
 #include <tern/deploy/freeze.hpp>
 #include <tern/deploy/packed_model.hpp>
 #include <tern/layers/activations.hpp>
+#include <tern/layers/batch_norm.hpp>
 #include <tern/layers/dropout.hpp>
+#include <tern/layers/embedding.hpp>
 #include <tern/layers/flatten.hpp>
 #include <tern/layers/linear.hpp>
 #include <tern/layers/norm.hpp>
 #include <tern/layers/pinned.hpp>
+#include <tern/layers/pooling.hpp>
 #include <tern/layers/residual.hpp>
 #include <tern/packed/cpu_dispatch.hpp>
 #include <tern/random.hpp>
@@ -211,6 +214,57 @@ TEST_CASE("mixed model: residual, norms, gelu, silu, dropout, fp16 and a pinned 
     auto loaded = tern::load_packed_model(dir / "mixed.safetensors");
     CHECK(bitwise_equal(loaded.forward(x), frozen.forward(x)));
     CHECK(loaded.describe() == frozen.describe());
+}
+
+namespace {
+
+/// Freezes @p layer (in evaluation mode) and checks the frozen form: forward only (no backward,
+/// no parameter list), smaller (no state kept for backward), and the same outputs bit for bit.
+template <class L>
+void check_forward_only(L layer, const tern::tensor& x) {
+    using F = tern::frozen_layer_t<L>;
+    static_assert(!std::is_same_v<F, L>, "the frozen form is another instantiation");
+    static_assert(tern::forward_layer<F> && !tern::layer<F>, "a frozen layer has no backward");
+    static_assert(!requires(F f, tern::parameter_list& out) { f.collect_parameters(out, ""); },
+                  "a frozen layer lists no parameters to train");
+    static_assert(sizeof(F) < sizeof(L), "the state kept for backward is gone");
+    tern::detail::set_training_of(layer, false);
+    F frozen = tern::freeze(layer);
+    INFO(layer.describe());
+    CHECK(frozen.describe() == layer.describe());
+    const tern::tensor want = layer.forward(x);
+    CHECK(bitwise_equal(frozen.forward(x), want));
+    CHECK(bitwise_equal(frozen.forward(x), want));  // and again: nothing carried over between calls
+}
+
+}  // namespace
+
+TEST_CASE("parameter-free and full-precision layers freeze to forward-only forms", "[freeze]") {
+    tern::manual_seed(14);
+    std::mt19937 rng(15);
+    const tern::tensor images = random_input({2, 3, 6, 6}, rng);
+    const tern::tensor tokens = random_input({2, 5, 8}, rng);
+    check_forward_only(tern::relu{}, images);
+    check_forward_only(tern::gelu{}, tokens);
+    check_forward_only(tern::silu{}, tokens);
+    check_forward_only(tern::flatten{}, images);
+    check_forward_only(tern::max_pool2d(2), images);
+    check_forward_only(tern::max_pool2d(3, 1, 1), images);
+    check_forward_only(tern::global_avg_pool2d{}, images);
+    tern::layer_norm ln(8);
+    tern::rms_norm rms(8);
+    tern::parameter_list gains;
+    ln.collect_parameters(gains, "");
+    for (auto& v : *gains.at(0).value) v = 1.0f + 0.1f * std::normal_distribution<float>()(rng);
+    check_forward_only(ln, tokens);
+    check_forward_only(rms, tokens);
+    tern::batch_norm2d bn(3);
+    bn.forward(images);  // running statistics away from their initial values
+    check_forward_only(bn, images);
+    tern::tensor ids(tern::shape_t{2, 4});
+    for (std::size_t i = 0; i < ids.size(); ++i) ids.data()[i] = float(i % 7);
+    check_forward_only(tern::embedding(7, 8), ids);
+    check_forward_only(tern::learned_positions(5, 8), tokens);
 }
 
 TEST_CASE("a 784x256 ternary layer costs at most 2.1 bits per weight in memory and on disk", "[freeze][size]") {

@@ -124,6 +124,22 @@ struct freeze_policy<frozen<P>> {
 template <class P, class T>
 using training_only = std::conditional_t<trainable_policy<P>, T, detail::empty>;
 
+/// @brief The policy of a layer without a quantization policy of its own (activations, pooling,
+/// norms and embeddings, which stay fp32) under a policy transform T (tern::to_policy,
+/// tern::to_frozen): fp32 while it trains, frozen<fp32> once frozen.
+template <class T>
+using fixed_policy_t = std::conditional_t<T::freezing, frozen<fp32>, fp32>;
+
+/// @brief The full-precision policy that goes with a layer in policy @p P: the fp32 parts of a
+/// model (its norms, embeddings) train when it trains and are frozen when it is frozen.
+template <class P>
+using fixed_policy_of = std::conditional_t<trainable_policy<P>, fp32, frozen<fp32>>;
+
+/// @brief Rejects a policy other than fp32 or frozen<fp32> for a layer that is always full
+/// precision (the layer's own template argument says whether it trains).
+template <class P>
+concept fixed_precision_policy = std::is_same_v<P, fp32> || std::is_same_v<P, frozen<fp32>>;
+
 /// @brief frozen<P>, or P itself when it is frozen already.
 template <class P>
 using frozen_t = typename detail::freeze_policy<P>::type;

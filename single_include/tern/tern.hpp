@@ -274,6 +274,22 @@ struct freeze_policy<frozen<P>> {
 template <class P, class T>
 using training_only = std::conditional_t<trainable_policy<P>, T, detail::empty>;
 
+/// @brief The policy of a layer without a quantization policy of its own (activations, pooling,
+/// norms and embeddings, which stay fp32) under a policy transform T (tern::to_policy,
+/// tern::to_frozen): fp32 while it trains, frozen<fp32> once frozen.
+template <class T>
+using fixed_policy_t = std::conditional_t<T::freezing, frozen<fp32>, fp32>;
+
+/// @brief The full-precision policy that goes with a layer in policy @p P: the fp32 parts of a
+/// model (its norms, embeddings) train when it trains and are frozen when it is frozen.
+template <class P>
+using fixed_policy_of = std::conditional_t<trainable_policy<P>, fp32, frozen<fp32>>;
+
+/// @brief Rejects a policy other than fp32 or frozen<fp32> for a layer that is always full
+/// precision (the layer's own template argument says whether it trains).
+template <class P>
+concept fixed_precision_policy = std::is_same_v<P, fp32> || std::is_same_v<P, frozen<fp32>>;
+
 /// @brief frozen<P>, or P itself when it is frozen already.
 template <class P>
 using frozen_t = typename detail::freeze_policy<P>::type;
@@ -5558,13 +5574,17 @@ void map_gradients(const float* __restrict in, const float* __restrict g, float*
         double(n) * 8, 4e5);
 }
 
-/// Shared plumbing of element-wise layers: keep the input, map forward and backward per element.
-template <class Derived>
+/// Shared plumbing of element-wise layers: keep the input (training only), map forward and
+/// backward per element. @p Policy is fp32 (trains) or frozen<fp32> (forward only).
+template <class Derived, class Policy>
 class elementwise {
+    static_assert(fixed_precision_policy<Policy>, "tern activations: Policy must be tern::fp32 or tern::frozen<tern::fp32>");
+
 public:
     static constexpr bool parameter_free = true;
+    static constexpr bool trainable = trainable_policy<Policy>;
     void forward(const tensor& x, tensor& y) {
-        input_ = x;
+        if constexpr (trainable) input_ = x;
         if (y.shape() != x.shape()) y.resize(to_shape(x.shape()));
         map_elements(x.data(), y.data(), x.size(), [](float v) { return Derived::value(v); });
     }
@@ -5574,7 +5594,9 @@ public:
         return y;
     }
 
-    tensor backward(const tensor& grad_output) {
+    tensor backward(const tensor& grad_output)
+        requires trainable
+    {
         require(grad_output.shape() == input_.shape(), Derived::label, ": expected output gradient of shape ",
                 shape_string(input_.shape()), ", got ", shape_string(grad_output.shape()));
         tensor dx(detail::to_shape(input_.shape()));
@@ -5589,7 +5611,7 @@ public:
     static Derived load(const layer_reader&) { return Derived{}; }
 
 private:
-    tensor input_;
+    [[no_unique_address]] training_only<Policy, tensor> input_{};
 };
 
 }  // namespace detail
@@ -5599,23 +5621,36 @@ private:
 /// Its derivative depends only on the sign of x, so instead of a copy of the input (4 bytes per
 /// element, written in forward and read again in backward) it keeps a 1-byte mask x > 0: ReLU
 /// layers sit on the largest activations of a CNN, where this traffic is most of their cost.
-struct relu {
+/// @tparam Policy fp32 (trains) or frozen<fp32> (forward only: no mask is kept).
+template <class Policy = fp32>
+struct basic_relu {
+    static_assert(fixed_precision_policy<Policy>, "tern::basic_relu: Policy must be tern::fp32 or tern::frozen<tern::fp32>");
     static constexpr bool parameter_free = true;
+    static constexpr bool trainable = trainable_policy<Policy>;
+    template <class T>
+    using transform = basic_relu<fixed_policy_t<T>>;
     static constexpr const char* label = "relu";
+    basic_relu() = default;
+    template <class Q>
+    explicit basic_relu(const basic_relu<Q>&) {}
     static float value(float x) { return x > 0.0f ? x : 0.0f; }
     static float derivative(float x) { return x > 0.0f ? 1.0f : 0.0f; }
 
     void forward(const tensor& x, tensor& y) {
-        shape_.assign(x.shape().begin(), x.shape().end());  // no allocation once the shape is steady
-        if (y.shape() != x.shape()) y.resize(shape_);
+        if (y.shape() != x.shape()) y.resize(detail::to_shape(x.shape()));
         const std::size_t n = x.size();
-        positive_.resize(n);
         const float* in = x.data();
         float* out = y.data();
-        std::uint8_t* mask = positive_.data();
-        parallel_for(
-            n, [&](std::size_t lo, std::size_t hi) { forward_range(in + lo, out + lo, mask + lo, hi - lo); },
-            double(n) * 8, 4e5);
+        if constexpr (trainable) {
+            shape_.assign(x.shape().begin(), x.shape().end());  // no allocation once the shape is steady
+            positive_.resize(n);
+            std::uint8_t* mask = positive_.data();
+            parallel_for(
+                n, [&](std::size_t lo, std::size_t hi) { forward_range(in + lo, out + lo, mask + lo, hi - lo); },
+                double(n) * 8, 4e5);
+        } else {
+            detail::map_elements(in, out, n, [](float v) { return value(v); });
+        }
     }
     tensor forward(const tensor& x) {
         tensor y;
@@ -5623,7 +5658,9 @@ struct relu {
         return y;
     }
 
-    tensor backward(const tensor& grad_output) {
+    tensor backward(const tensor& grad_output)
+        requires trainable
+    {
         detail::require(detail::to_shape(grad_output.shape()) == shape_, label, ": expected output gradient of shape ",
                         detail::shape_string(shape_), ", got ", detail::shape_string(grad_output.shape()));
         tensor dx(shape_);
@@ -5640,7 +5677,7 @@ struct relu {
     std::string describe() const { return label; }
     static constexpr const char* kind() { return label; }
     nlohmann::json config() const { return {{"kind", kind()}}; }
-    static relu load(const layer_reader&) { return relu{}; }
+    static basic_relu load(const layer_reader&) { return basic_relu{}; }
 
 private:
     // Plain functions over restrict pointers, so both loops vectorize.
@@ -5660,12 +5697,21 @@ private:
         }
     }
 
-    shape_t shape_;
-    std::vector<std::uint8_t> positive_;
+    [[no_unique_address]] training_only<Policy, shape_t> shape_{};
+    [[no_unique_address]] training_only<Policy, std::vector<std::uint8_t>> positive_{};
 };
 
+/// @brief ReLU that trains (the frozen form is basic_relu<frozen<fp32>>).
+using relu = basic_relu<>;
+
 /// @brief GELU, the exact form x * Phi(x) (PyTorch's default nn.GELU).
-struct gelu : detail::elementwise<gelu> {
+template <class Policy = fp32>
+struct basic_gelu : detail::elementwise<basic_gelu<Policy>, Policy> {
+    template <class T>
+    using transform = basic_gelu<fixed_policy_t<T>>;
+    basic_gelu() = default;
+    template <class Q>
+    explicit basic_gelu(const basic_gelu<Q>&) {}
     static constexpr const char* label = "gelu";
     static float value(float x) { return 0.5f * x * (1.0f + std::erf(x * 0.70710678118654752f)); }
     static float derivative(float x) {
@@ -5675,8 +5721,17 @@ struct gelu : detail::elementwise<gelu> {
     }
 };
 
+/// @brief GELU that trains (the frozen form is basic_gelu<frozen<fp32>>).
+using gelu = basic_gelu<>;
+
 /// @brief SiLU (swish): x * sigmoid(x).
-struct silu : detail::elementwise<silu> {
+template <class Policy = fp32>
+struct basic_silu : detail::elementwise<basic_silu<Policy>, Policy> {
+    template <class T>
+    using transform = basic_silu<fixed_policy_t<T>>;
+    basic_silu() = default;
+    template <class Q>
+    explicit basic_silu(const basic_silu<Q>&) {}
     static constexpr const char* label = "silu";
     static float value(float x) { return x / (1.0f + std::exp(-x)); }
     static float derivative(float x) {
@@ -5684,6 +5739,9 @@ struct silu : detail::elementwise<silu> {
         return s * (1.0f + x * (1.0f - s));
     }
 };
+
+/// @brief SiLU that trains (the frozen form is basic_silu<frozen<fp32>>).
+using silu = basic_silu<>;
 
 }  // namespace tern
 // ----- end tern/layers/activations.hpp -----
@@ -5701,23 +5759,38 @@ struct silu : detail::elementwise<silu> {
 namespace tern {
 namespace detail {
 
-/// The optional learnable gain (and shift) of a norm layer.
+/// The optional learnable gain (and shift) of a norm layer; their gradients only while it trains.
+template <class Policy>
 class norm_affine {
 public:
+    static constexpr bool trainable = trainable_policy<Policy>;
+
     norm_affine(std::size_t features, bool affine, bool with_shift)
         : features_(features), affine_(affine), shift_(affine && with_shift) {
         require(features > 0, "norm: expected a positive feature count, got ", features);
         if (affine) {
             gain = tensor(shape_t{features}, 1.0f);
-            gain_grad = zeros({features});
+            if constexpr (trainable) gain_grad = zeros({features});
             if (with_shift) {
                 shift = tensor(shape_t{features}, 0.0f);
-                shift_grad = zeros({features});
+                if constexpr (trainable) shift_grad = zeros({features});
             }
+        }
+    }
+    /// The same gain and shift from another instantiation (freezing drops the gradients).
+    template <class Q>
+    explicit norm_affine(const norm_affine<Q>& other)
+        : gain(other.gain), shift(other.shift), features_(other.features()), affine_(other.affine()),
+          shift_(other.has_shift()) {
+        if constexpr (trainable) {
+            gain_grad = zeros(to_shape(gain.shape()));
+            shift_grad = zeros(to_shape(shift.shape()));
         }
     }
 
     bool affine() const { return affine_; }
+    bool has_shift() const { return shift_; }
+    std::size_t features() const { return features_; }
 
     /// y = xn * gain + shift per token, in place.
     void apply(float* y, std::size_t T) const {
@@ -5731,7 +5804,9 @@ public:
     }
 
     /// Accumulates dgain, dshift and writes dxn = g * gain.
-    void backward(const float* g, const float* xn, std::size_t T, float* dxn) {
+    void backward(const float* g, const float* xn, std::size_t T, float* dxn)
+        requires trainable
+    {
         if (!affine()) {
             std::copy(g, g + T * features_, dxn);
             return;
@@ -5748,7 +5823,9 @@ public:
             }
     }
 
-    void collect(parameter_list& out, const std::string& prefix) {
+    void collect(parameter_list& out, const std::string& prefix)
+        requires trainable
+    {
         if (!affine()) return;
         out.push_back({prefix + "weight", &gain, &gain_grad, false});
         if (shift_) out.push_back({prefix + "bias", &shift, &shift_grad, false});
@@ -5768,22 +5845,65 @@ public:
     }
     std::size_t parameter_bytes() const { return (affine_ ? features_ : 0) * (shift_ ? 2 : 1) * sizeof(float); }
 
-    tensor gain, shift, gain_grad, shift_grad;
+    tensor gain, shift;
+    [[no_unique_address]] training_only<Policy, tensor> gain_grad{}, shift_grad{};
 
 private:
     std::size_t features_;
     bool affine_, shift_;  // explicit: a default xarray is a 0-d scalar of size 1
 };
 
-/// What layer_norm and rms_norm share: sizes, the affine part, what backward keeps, and the
-/// parameter and file protocol. @p Derived gives forward, backward and kind().
-template <class Derived>
+/// What layer_norm and rms_norm share: sizes, the affine part, what backward keeps (training
+/// only), and the parameter and file protocol. @p Derived gives normalize, normalize_backward and
+/// kind().
+template <class Derived, class Policy>
 class norm_layer {
+    static_assert(fixed_precision_policy<Policy>, "tern norms: Policy must be tern::fp32 or tern::frozen<tern::fp32>");
+
 public:
-    void collect_parameters(parameter_list& out, const std::string& prefix) { affine_.collect(out, prefix); }
+    static constexpr bool trainable = trainable_policy<Policy>;
+
+    void forward(const tensor& x, tensor& y) {
+        const std::size_t T = token_count(x, features_, Derived::kind());
+        if constexpr (trainable) {
+            shape_like(xn_, x, features_);
+            rstd_.resize(T);
+            Derived::normalize(x.data(), T, features_, eps_, xn_.data(), rstd_.data());
+            y = xn_;
+        } else {
+            shape_like(y, x, features_);
+            scratch_.resize(T);
+            Derived::normalize(x.data(), T, features_, eps_, y.data(), scratch_.data());
+        }
+        affine_.apply(y.data(), T);
+    }
+    tensor forward(const tensor& x) {
+        tensor y;
+        forward(x, y);
+        return y;
+    }
+
+    tensor backward(const tensor& grad_output)
+        requires trainable
+    {
+        require(grad_output.shape() == xn_.shape(), Derived::kind(), ": expected output gradient of shape ",
+                shape_string(xn_.shape()), ", got ", shape_string(grad_output.shape()));
+        const std::size_t T = rstd_.size();
+        tensor dx(to_shape(xn_.shape()));
+        affine_.backward(grad_output.data(), xn_.data(), T, dx.data());
+        Derived::normalize_backward(dx.data(), xn_.data(), rstd_.data(), T, features_, dx.data());
+        return dx;
+    }
+
+    void collect_parameters(parameter_list& out, const std::string& prefix)
+        requires trainable
+    {
+        affine_.collect(out, prefix);
+    }
     std::size_t features() const { return features_; }
     float eps() const { return eps_; }
     bool affine() const { return affine_.affine(); }
+    const norm_affine<Policy>& affine_part() const { return affine_; }
     std::string describe() const {
         return std::string(Derived::kind()) + "(" + std::to_string(features_) + (affine() ? ",affine" : "") + ")";
     }
@@ -5814,97 +5934,90 @@ public:
 protected:
     norm_layer(std::size_t features, bool affine, float eps, bool with_shift)
         : features_(features), eps_(eps), affine_(features, affine, with_shift) {}
+    template <class Other>
+    explicit norm_layer(const Other& other)
+        : features_(other.features()), eps_(other.eps()), affine_(other.affine_part()) {}
 
+private:
     std::size_t features_;
     float eps_;
-    norm_affine affine_;
-    tensor xn_;
-    std::vector<float> rstd_;
+    norm_affine<Policy> affine_;
+    // What backward needs (training only): the normalized input and 1/std per token.
+    [[no_unique_address]] training_only<Policy, tensor> xn_{};
+    [[no_unique_address]] training_only<Policy, std::vector<float>> rstd_{};
+    // The frozen forward's 1/std per token (nobody reads it afterwards).
+    [[no_unique_address]] std::conditional_t<trainable, empty, std::vector<float>> scratch_{};
 };
 
 }  // namespace detail
 
 /// @brief LayerNorm over the last axis: (x - mean) / sqrt(var + eps) * gain + shift.
-class layer_norm : public detail::norm_layer<layer_norm> {
+/// @tparam Policy fp32 (trains) or frozen<fp32> (forward only, no state kept for backward).
+template <class Policy = fp32>
+class basic_layer_norm : public detail::norm_layer<basic_layer_norm<Policy>, Policy> {
+    using base = detail::norm_layer<basic_layer_norm<Policy>, Policy>;
+
 public:
-    explicit layer_norm(std::size_t features, bool affine = true, float eps = 1e-5f)
-        : norm_layer(features, affine, eps, true) {}
+    template <class T>
+    using transform = basic_layer_norm<fixed_policy_t<T>>;
+    explicit basic_layer_norm(std::size_t features, bool affine = true, float eps = 1e-5f)
+        : base(features, affine, eps, true) {}
+    template <class Q>
+    explicit basic_layer_norm(const basic_layer_norm<Q>& other) : base(other) {}
     static constexpr const char* kind() { return "layer_norm"; }
 
-    void forward(const tensor& x, tensor& y) {
-        const std::size_t T = detail::token_count(x, features_, "layer_norm");
-        detail::shape_like(xn_, x, features_);
-        rstd_.resize(T);
-        normalize_tokens(x.data(), T, features_, xn_.data(), rstd_.data(), eps_);
-        y = xn_;
-        affine_.apply(y.data(), T);
+    static void normalize(const float* x, std::size_t T, std::size_t F, float eps, float* xn, float* rstd) {
+        normalize_tokens(x, T, F, xn, rstd, eps);
     }
-    tensor forward(const tensor& x) {
-        tensor y;
-        forward(x, y);
-        return y;
-    }
-
-    tensor backward(const tensor& grad_output) {
-        detail::require(grad_output.shape() == xn_.shape(), "layer_norm: expected output gradient of shape ",
-                        detail::shape_string(xn_.shape()), ", got ", detail::shape_string(grad_output.shape()));
-        const std::size_t T = rstd_.size();
-        tensor dx(detail::to_shape(xn_.shape()));
-        affine_.backward(grad_output.data(), xn_.data(), T, dx.data());
-        normalize_tokens_backward(dx.data(), xn_.data(), rstd_.data(), T, features_, dx.data());
-        return dx;
+    static void normalize_backward(const float* dxn, const float* xn, const float* rstd, std::size_t T, std::size_t F,
+                                   float* dx) {
+        normalize_tokens_backward(dxn, xn, rstd, T, F, dx);
     }
 };
 
 /// @brief RMSNorm over the last axis: x / sqrt(mean(x^2) + eps) * gain.
-class rms_norm : public detail::norm_layer<rms_norm> {
+/// @tparam Policy fp32 (trains) or frozen<fp32> (forward only, no state kept for backward).
+template <class Policy = fp32>
+class basic_rms_norm : public detail::norm_layer<basic_rms_norm<Policy>, Policy> {
+    using base = detail::norm_layer<basic_rms_norm<Policy>, Policy>;
+
 public:
-    explicit rms_norm(std::size_t features, bool affine = true, float eps = 1e-6f)
-        : norm_layer(features, affine, eps, false) {}
+    template <class T>
+    using transform = basic_rms_norm<fixed_policy_t<T>>;
+    explicit basic_rms_norm(std::size_t features, bool affine = true, float eps = 1e-6f)
+        : base(features, affine, eps, false) {}
+    template <class Q>
+    explicit basic_rms_norm(const basic_rms_norm<Q>& other) : base(other) {}
     static constexpr const char* kind() { return "rms_norm"; }
 
-    void forward(const tensor& x, tensor& y) {
-        const std::size_t T = detail::token_count(x, features_, "rms_norm");
-        detail::shape_like(xn_, x, features_);
-        rstd_.resize(T);
-        const float* in = x.data();
-        float* out = xn_.data();
+    static void normalize(const float* x, std::size_t T, std::size_t F, float eps, float* xn, float* rstd) {
         for (std::size_t t = 0; t < T; ++t) {
             double s2 = 0;
-            for (std::size_t k = 0; k < features_; ++k) s2 += double(in[t * features_ + k]) * in[t * features_ + k];
-            const float r = float(1.0 / std::sqrt(s2 / double(features_) + double(eps_)));
-            rstd_[t] = r;
-            for (std::size_t k = 0; k < features_; ++k) out[t * features_ + k] = in[t * features_ + k] * r;
+            for (std::size_t k = 0; k < F; ++k) s2 += double(x[t * F + k]) * x[t * F + k];
+            const float r = float(1.0 / std::sqrt(s2 / double(F) + double(eps)));
+            rstd[t] = r;
+            for (std::size_t k = 0; k < F; ++k) xn[t * F + k] = x[t * F + k] * r;
         }
-        y = xn_;
-        affine_.apply(y.data(), T);
     }
-    tensor forward(const tensor& x) {
-        tensor y;
-        forward(x, y);
-        return y;
-    }
-
-    tensor backward(const tensor& grad_output) {
-        detail::require(grad_output.shape() == xn_.shape(), "rms_norm: expected output gradient of shape ",
-                        detail::shape_string(xn_.shape()), ", got ", detail::shape_string(grad_output.shape()));
-        const std::size_t T = rstd_.size();
-        tensor dx(detail::to_shape(xn_.shape()));
-        float* d = dx.data();
-        affine_.backward(grad_output.data(), xn_.data(), T, d);
-        const float* xn = xn_.data();
+    /// dx = rstd * (dxn - xn * mean(dxn * xn)) per token (@p dx may alias @p dxn).
+    static void normalize_backward(const float* dxn, const float* xn, const float* rstd, std::size_t T, std::size_t F,
+                                   float* dx) {
         for (std::size_t t = 0; t < T; ++t) {
             double s = 0;
-            for (std::size_t k = 0; k < features_; ++k) s += double(d[t * features_ + k]) * xn[t * features_ + k];
-            const float m = float(s / double(features_));
-            for (std::size_t k = 0; k < features_; ++k) {
-                const std::size_t i = t * features_ + k;
-                d[i] = rstd_[t] * (d[i] - xn[i] * m);
+            for (std::size_t k = 0; k < F; ++k) s += double(dxn[t * F + k]) * xn[t * F + k];
+            const float m = float(s / double(F));
+            for (std::size_t k = 0; k < F; ++k) {
+                const std::size_t i = t * F + k;
+                dx[i] = rstd[t] * (dxn[i] - xn[i] * m);
             }
         }
-        return dx;
     }
 };
+
+/// @brief The norms that train (their frozen forms are basic_layer_norm<frozen<fp32>> and
+/// basic_rms_norm<frozen<fp32>>).
+using layer_norm = basic_layer_norm<>;
+using rms_norm = basic_rms_norm<>;
 
 }  // namespace tern
 // ----- end tern/layers/norm.hpp -----
@@ -6011,13 +6124,24 @@ private:
 namespace tern {
 
 /// @brief Keeps the first axis and merges the rest.
-class flatten {
+/// @tparam Policy fp32 (trains: keeps the input shape for backward) or frozen<fp32> (forward only).
+template <class Policy = fp32>
+class basic_flatten {
+    static_assert(fixed_precision_policy<Policy>, "tern::basic_flatten: Policy must be tern::fp32 or tern::frozen<tern::fp32>");
+
 public:
     static constexpr bool parameter_free = true;
+    static constexpr bool trainable = trainable_policy<Policy>;
+    template <class T>
+    using transform = basic_flatten<fixed_policy_t<T>>;
+    basic_flatten() = default;
+    template <class Q>
+    explicit basic_flatten(const basic_flatten<Q>&) {}
+
     void forward(const tensor& x, tensor& y) {
         detail::require(x.dimension() >= 1, "flatten: expected a tensor with a batch axis, got a scalar");
-        input_shape_.assign(x.shape().begin(), x.shape().end());
-        const std::size_t batch = input_shape_[0], per = batch ? x.size() / batch : 0;
+        if constexpr (trainable) input_shape_.assign(x.shape().begin(), x.shape().end());
+        const std::size_t batch = x.shape()[0], per = batch ? x.size() / batch : 0;
         if (y.dimension() != 2 || y.shape()[0] != batch || y.shape()[1] != per) y.resize({batch, per});
         std::copy(x.data(), x.data() + x.size(), y.data());
     }
@@ -6030,7 +6154,9 @@ public:
         return y;
     }
 
-    tensor backward(const tensor& grad_output) {
+    tensor backward(const tensor& grad_output)
+        requires trainable
+    {
         std::size_t n = 1;
         for (auto d : input_shape_) n *= d;
         detail::require(grad_output.size() == n, "flatten: expected output gradient with ", n, " elements, got ",
@@ -6043,12 +6169,15 @@ public:
     std::string describe() const { return "flatten"; }
     static constexpr const char* kind() { return "flatten"; }
     nlohmann::json config() const { return {{"kind", kind()}}; }
-    static flatten load(const layer_reader&) { return flatten{}; }
+    static basic_flatten load(const layer_reader&) { return basic_flatten{}; }
     feature_info propagate(feature_info in, const std::string&) const { return {in.total, in.total}; }
 
 private:
-    shape_t input_shape_;
+    [[no_unique_address]] training_only<Policy, shape_t> input_shape_{};
 };
+
+/// @brief flatten that trains (the frozen form is basic_flatten<frozen<fp32>>).
+using flatten = basic_flatten<>;
 
 }  // namespace tern
 // ----- end tern/layers/flatten.hpp -----
@@ -6851,22 +6980,34 @@ protected:
 /// The gradient goes to the first maximal element of each window.
 /// @throws tern::error for kernel 0, padding above kernel / 2, a non-NCHW input or one smaller
 ///         than the window.
-class max_pool2d : public detail::pool_window {
+/// @tparam Policy fp32 (trains: keeps each window's winner for backward) or frozen<fp32>.
+template <class Policy = fp32>
+class basic_max_pool2d : public detail::pool_window {
+    static_assert(fixed_precision_policy<Policy>, "tern::basic_max_pool2d: Policy must be tern::fp32 or tern::frozen<tern::fp32>");
+
 public:
+    static constexpr bool trainable = trainable_policy<Policy>;
+    template <class T>
+    using transform = basic_max_pool2d<fixed_policy_t<T>>;
+
     /// @param stride  0 means "equal to the kernel size" (non-overlapping windows).
-    explicit max_pool2d(std::size_t kernel, std::size_t stride = 0, std::size_t padding = 0)
+    explicit basic_max_pool2d(std::size_t kernel, std::size_t stride = 0, std::size_t padding = 0)
         : pool_window("max_pool2d", kernel, stride, padding) {}
+    template <class Q>
+    explicit basic_max_pool2d(const basic_max_pool2d<Q>& other)
+        : pool_window("max_pool2d", other.kernel_size(), other.stride(), other.padding()) {}
 
     tensor forward(const tensor& x) {
         begin(x);
         tensor y(shape_t{N_, C_, Ho_, Wo_});
-        argmax_.resize(y.size());
+        if constexpr (trainable) argmax_.resize(y.size());
         const float* xs = x.data();
         float* ys = y.data();
         for_planes([&](std::size_t plane) {
             const float* in = xs + plane * H_ * W_;
             float* out = ys + plane * Ho_ * Wo_;
-            std::uint32_t* arg = argmax_.data() + plane * Ho_ * Wo_;
+            std::uint32_t* arg = nullptr;
+            if constexpr (trainable) arg = argmax_.data() + plane * Ho_ * Wo_;
             if (k_ == 2 && s_ == 2 && p_ == 0) {  // the common 2x2 pool: no window arithmetic
                 forward_2x2(in, out, arg);
                 return;
@@ -6888,14 +7029,16 @@ public:
                             }
                         }
                     out[oh * Wo_ + ow] = in[where];
-                    arg[oh * Wo_ + ow] = std::uint32_t(where);
+                    if constexpr (trainable) arg[oh * Wo_ + ow] = std::uint32_t(where);
                 }
             }
         });
         return y;
     }
 
-    tensor backward(const tensor& grad_output) {
+    tensor backward(const tensor& grad_output)
+        requires trainable
+    {
         check_grad(grad_output);
         tensor dx = zeros({N_, C_, H_, W_});
         const float* gs = grad_output.data();
@@ -6911,17 +7054,36 @@ public:
 
     std::string describe() const { return pool_window::describe(); }
     static constexpr const char* kind() { return "max_pool2d"; }
-    static max_pool2d load(const layer_reader& r) {
-        return max_pool2d(r.size_field("kernel", 1, 4096), r.size_field("stride", 1, 4096), r.size_field("padding", 0, 4096));
+    static basic_max_pool2d load(const layer_reader& r) {
+        return basic_max_pool2d(r.size_field("kernel", 1, 4096), r.size_field("stride", 1, 4096), r.size_field("padding", 0, 4096));
     }
 
 private:
     /// forward for kernel 2, stride 2, no padding: the same strict first-maximum-wins scan over
     /// (h, w) in order as the general loop, written branch-free so it vectorizes.
     void forward_2x2(const float* in, float* out, std::uint32_t* arg) const {
-        for (std::size_t oh = 0; oh < Ho_; ++oh)
-            max_2x2_row(in + 2 * oh * W_, in + (2 * oh + 1) * W_, out + oh * Wo_, arg + oh * Wo_,
-                        std::uint32_t(2 * oh * W_), std::uint32_t(W_), Wo_);
+        for (std::size_t oh = 0; oh < Ho_; ++oh) {
+            if constexpr (trainable)
+                max_2x2_row(in + 2 * oh * W_, in + (2 * oh + 1) * W_, out + oh * Wo_, arg + oh * Wo_,
+                            std::uint32_t(2 * oh * W_), std::uint32_t(W_), Wo_);
+            else max_2x2_values(in + 2 * oh * W_, in + (2 * oh + 1) * W_, out + oh * Wo_, Wo_);
+        }
+    }
+    /// The frozen form: the same scan without recording the winner's position (NaN and -inf
+    /// windows give the first element, as max_2x2_row does).
+    static void max_2x2_values(const float* __restrict r0, const float* __restrict r1, float* __restrict out,
+                               std::size_t Wo) {
+        for (std::size_t ow = 0; ow < Wo; ++ow) {
+            const float v[4] = {r0[2 * ow], r0[2 * ow + 1], r1[2 * ow], r1[2 * ow + 1]};
+            float best = -std::numeric_limits<float>::infinity();
+            bool any = false;
+            for (float x : v) {
+                const bool take = x > best;
+                best = take ? x : best;
+                any = any || take;
+            }
+            out[ow] = any ? best : v[0];
+        }
     }
 
     static void max_2x2_row(const float* __restrict r0, const float* __restrict r1, float* __restrict out,
@@ -6945,8 +7107,12 @@ private:
         }
     }
 
-    std::vector<std::uint32_t> argmax_;  // index of the winner within its H x W plane
+    // What backward needs (training only): the index of each window's winner in its H x W plane.
+    [[no_unique_address]] training_only<Policy, std::vector<std::uint32_t>> argmax_{};
 };
+
+/// @brief Max pooling that trains (frozen: basic_max_pool2d<frozen<fp32>>).
+using max_pool2d = basic_max_pool2d<>;
 
 /// @brief Average pooling over k x k windows of NCHW images (PyTorch's nn.AvgPool2d with its
 /// default count_include_pad=true: padded zeros count, every window is divided by k*k).
@@ -7016,16 +7182,29 @@ public:
 /// @brief Global average pooling: [B, C, H, W] -> [B, C], the mean of each channel plane
 /// (the input of a ResNet's classifier).
 /// @throws tern::error for an input that is not [B, C, H, W] with H, W >= 1.
-class global_avg_pool2d {
+/// @tparam Policy fp32 (trains: keeps the input shape) or frozen<fp32> (forward only).
+template <class Policy = fp32>
+class basic_global_avg_pool2d {
+    static_assert(fixed_precision_policy<Policy>,
+                  "tern::basic_global_avg_pool2d: Policy must be tern::fp32 or tern::frozen<tern::fp32>");
+
 public:
     static constexpr bool parameter_free = true;
+    static constexpr bool trainable = trainable_policy<Policy>;
+    template <class T>
+    using transform = basic_global_avg_pool2d<fixed_policy_t<T>>;
+    basic_global_avg_pool2d() = default;
+    template <class Q>
+    explicit basic_global_avg_pool2d(const basic_global_avg_pool2d<Q>&) {}
+
     tensor forward(const tensor& x) {
         detail::require(x.dimension() == 4 && x.shape()[2] > 0 && x.shape()[3] > 0,
                         "global_avg_pool2d: expected input [B, C, H, W] (NCHW) with H, W >= 1, got shape ",
                         detail::shape_string(x.shape()));
-        input_shape_ = detail::to_shape(x.shape());
-        const std::size_t planes = input_shape_[0] * input_shape_[1], area = input_shape_[2] * input_shape_[3];
-        tensor y(shape_t{input_shape_[0], input_shape_[1]});
+        const shape_t in_shape = detail::to_shape(x.shape());
+        if constexpr (trainable) input_shape_ = in_shape;
+        const std::size_t planes = in_shape[0] * in_shape[1], area = in_shape[2] * in_shape[3];
+        tensor y(shape_t{in_shape[0], in_shape[1]});
         const float* xs = x.data();
         float* ys = y.data();
         for (std::size_t p = 0; p < planes; ++p) {
@@ -7037,7 +7216,9 @@ public:
         return y;
     }
 
-    tensor backward(const tensor& grad_output) {
+    tensor backward(const tensor& grad_output)
+        requires trainable
+    {
         detail::require(input_shape_.size() == 4, "global_avg_pool2d: backward called before forward");
         const shape_t expected{input_shape_[0], input_shape_[1]};
         detail::require(detail::to_shape(grad_output.shape()) == expected,
@@ -7054,12 +7235,15 @@ public:
     std::string describe() const { return "global_avg_pool2d"; }
     static constexpr const char* kind() { return "global_avg_pool2d"; }
     nlohmann::json config() const { return {{"kind", kind()}}; }
-    static global_avg_pool2d load(const layer_reader&) { return global_avg_pool2d{}; }
+    static basic_global_avg_pool2d load(const layer_reader&) { return basic_global_avg_pool2d{}; }
     feature_info propagate(feature_info, const std::string&) const { return {}; }
 
 private:
-    shape_t input_shape_;
+    [[no_unique_address]] training_only<Policy, shape_t> input_shape_{};
 };
+
+/// @brief Global average pooling that trains (frozen: basic_global_avg_pool2d<frozen<fp32>>).
+using global_avg_pool2d = basic_global_avg_pool2d<>;
 
 }  // namespace tern
 // ----- end tern/layers/pooling.hpp -----
@@ -7086,9 +7270,19 @@ namespace tern {
 /// (init 0) and "running_var" (init 1), listed with grad == nullptr so checkpoints save them.
 /// @throws tern::error on a non-positive channel count, a momentum outside [0, 1], an input that is
 ///         not [B, C, H, W] with C channels, or a training batch with a single value per channel.
-class batch_norm2d {
+/// @tparam Policy fp32 (trains) or frozen<fp32> (evaluation only: the running statistics, no
+///         gradients and nothing kept for backward).
+template <class Policy = fp32>
+class basic_batch_norm2d {
+    static_assert(fixed_precision_policy<Policy>,
+                  "tern::basic_batch_norm2d: Policy must be tern::fp32 or tern::frozen<tern::fp32>");
+
 public:
-    explicit batch_norm2d(std::size_t channels, float momentum = 0.1f, float eps = 1e-5f)
+    static constexpr bool trainable = trainable_policy<Policy>;
+    template <class T>
+    using transform = basic_batch_norm2d<fixed_policy_t<T>>;
+
+    explicit basic_batch_norm2d(std::size_t channels, float momentum = 0.1f, float eps = 1e-5f)
         : C_(channels), momentum_(momentum), eps_(eps) {
         detail::require(channels > 0, "batch_norm2d: expected a positive channel count, got 0");
         detail::require(momentum >= 0.0f && momentum <= 1.0f, "batch_norm2d: expected momentum in [0, 1], got ",
@@ -7096,34 +7290,61 @@ public:
         detail::require(eps > 0.0f, "batch_norm2d: expected eps > 0, got ", eps);
         weight = tensor(shape_t{channels}, 1.0f);
         bias = zeros({channels});
-        weight_grad = zeros({channels});
-        bias_grad = zeros({channels});
         running_mean = zeros({channels});
         running_var = tensor(shape_t{channels}, 1.0f);
+        if constexpr (trainable) {
+            weight_grad = zeros({channels});
+            bias_grad = zeros({channels});
+            training_ = true;
+            used_batch_stats_ = true;
+        }
+    }
+    /// The same layer from another instantiation (freezing keeps gamma, beta and the running
+    /// statistics, and drops the gradients).
+    template <class Q>
+    explicit basic_batch_norm2d(const basic_batch_norm2d<Q>& other)
+        : basic_batch_norm2d(other.channels(), other.momentum(), other.eps()) {
+        weight = other.weight;
+        bias = other.bias;
+        running_mean = other.running_mean;
+        running_var = other.running_var;
+        set_training(trainable && other.training());
     }
 
-    void set_training(bool training) { training_ = training; }
-    bool training() const { return training_; }
+    /// Batch statistics (training) or the running ones (evaluation); a frozen layer only evaluates.
+    void set_training(bool training) {
+        if constexpr (trainable) training_ = training;
+        else detail::require(!training, "batch_norm2d: a frozen layer cannot train");
+    }
+    bool training() const {
+        if constexpr (trainable) return training_;
+        else return false;
+    }
 
     tensor forward(const tensor& x) {
         detail::require(x.dimension() == 4 && x.shape()[1] == C_, "batch_norm2d: expected input [B, ", C_,
                         ", H, W] (NCHW), got shape ", detail::shape_string(x.shape()));
-        shape_ = detail::to_shape(x.shape());
-        const std::size_t B = shape_[0], area = shape_[2] * shape_[3], n = B * area;
-        detail::require(!training_ || n > 1, "batch_norm2d: training needs more than one value per channel, got input ",
+        const shape_t shape = detail::to_shape(x.shape());
+        const std::size_t B = shape[0], area = shape[2] * shape[3], n = B * area;
+        const bool batch_stats = training();
+        detail::require(!batch_stats || n > 1, "batch_norm2d: training needs more than one value per channel, got input ",
                         detail::shape_string(x.shape()));
-        used_batch_stats_ = training_;
-        x_hat_.resize(x.size());
-        inv_std_.resize(C_);
-        tensor y(shape_);
+        if constexpr (trainable) {
+            shape_ = shape;
+            used_batch_stats_ = batch_stats;
+            x_hat_.resize(x.size());
+            inv_std_.resize(C_);
+        }
+        tensor y(shape);
         const float* xs = x.data();
         float* ys = y.data();
-        float* xh = x_hat_.data();
+        float* xh = nullptr;
+        if constexpr (trainable) xh = x_hat_.data();
         parallel_for(
             C_, [&](std::size_t lo, std::size_t hi) {
                 for (std::size_t c = lo; c < hi; ++c) {
                     float mean, inv;
-                    if (training_) {
+                    if (batch_stats) {
                         double s = 0;
                         for (std::size_t b = 0; b < B; ++b) {
                             const float* p = xs + (b * C_ + c) * area;
@@ -7148,14 +7369,21 @@ public:
                         mean = running_mean(c);
                         inv = 1.0f / std::sqrt(running_var(c) + eps_);
                     }
-                    inv_std_[c] = inv;
                     const float g = weight(c), sh = bias(c);
-                    for (std::size_t b = 0; b < B; ++b) {
-                        const std::size_t off = (b * C_ + c) * area;
-                        for (std::size_t i = 0; i < area; ++i) {
-                            const float v = (xs[off + i] - mean) * inv;
-                            xh[off + i] = v;
-                            ys[off + i] = v * g + sh;
+                    if constexpr (trainable) {
+                        inv_std_[c] = inv;
+                        for (std::size_t b = 0; b < B; ++b) {
+                            const std::size_t off = (b * C_ + c) * area;
+                            for (std::size_t i = 0; i < area; ++i) {
+                                const float v = (xs[off + i] - mean) * inv;
+                                xh[off + i] = v;
+                                ys[off + i] = v * g + sh;
+                            }
+                        }
+                    } else {
+                        for (std::size_t b = 0; b < B; ++b) {
+                            const std::size_t off = (b * C_ + c) * area;
+                            for (std::size_t i = 0; i < area; ++i) ys[off + i] = (xs[off + i] - mean) * inv * g + sh;
                         }
                     }
                 }
@@ -7164,7 +7392,9 @@ public:
         return y;
     }
 
-    tensor backward(const tensor& grad_output) {
+    tensor backward(const tensor& grad_output)
+        requires trainable
+    {
         detail::require(detail::to_shape(grad_output.shape()) == shape_, "batch_norm2d: expected output gradient of shape ",
                         detail::shape_string(shape_), ", got ", detail::shape_string(grad_output.shape()));
         const std::size_t B = shape_[0], area = shape_[2] * shape_[3], n = B * area;
@@ -7199,7 +7429,9 @@ public:
         return dx;
     }
 
-    void collect_parameters(parameter_list& out, const std::string& prefix) {
+    void collect_parameters(parameter_list& out, const std::string& prefix)
+        requires trainable
+    {
         out.push_back({prefix + "weight", &weight, &weight_grad, false});
         out.push_back({prefix + "bias", &bias, &bias_grad, false});
         out.push_back({prefix + "running_mean", &running_mean, nullptr, false});
@@ -7225,12 +7457,12 @@ public:
         w.put("running_mean", running_mean);
         w.put("running_var", running_var);
     }
-    static batch_norm2d load(const layer_reader& r) {
+    static basic_batch_norm2d load(const layer_reader& r) {
         const std::size_t C = r.size_field("channels", 1, std::size_t{1} << 24);
         const double momentum = r.number_field("momentum"), eps = r.number_field("eps");
         if (!(momentum >= 0.0 && momentum <= 1.0)) r.fail("field 'momentum': expected a number in [0, 1], found ", momentum);
         if (!(eps > 0.0 && eps < 1.0)) r.fail("field 'eps': expected a number in (0, 1), found ", eps);
-        batch_norm2d l(C, float(momentum), float(eps));
+        basic_batch_norm2d l(C, float(momentum), float(eps));
         l.weight = r.f32("weight", {C});
         l.bias = r.f32("bias", {C});
         l.running_mean = r.f32("running_mean", {C});
@@ -7249,16 +7481,21 @@ public:
     std::size_t parameter_bytes() const { return 4 * C_ * sizeof(float); }
     /// @}
 
-    tensor weight, bias, weight_grad, bias_grad;  ///< gamma, beta and their gradients, [C] each
-    tensor running_mean, running_var;             ///< buffers, [C] each
+    tensor weight, bias;                ///< gamma and beta, [C] each
+    tensor running_mean, running_var;   ///< buffers, [C] each
+    [[no_unique_address]] training_only<Policy, tensor> weight_grad{}, bias_grad{};  ///< training only
 
 private:
     std::size_t C_;
     float momentum_, eps_;
-    bool training_ = true, used_batch_stats_ = true;
-    shape_t shape_;
-    std::vector<float> x_hat_, inv_std_;
+    // Training only: the mode, and what backward needs.
+    [[no_unique_address]] training_only<Policy, bool> training_{}, used_batch_stats_{};
+    [[no_unique_address]] training_only<Policy, shape_t> shape_{};
+    [[no_unique_address]] training_only<Policy, std::vector<float>> x_hat_{}, inv_std_{};
 };
+
+/// @brief Batch norm that trains (frozen: basic_batch_norm2d<frozen<fp32>>).
+using batch_norm2d = basic_batch_norm2d<>;
 
 }  // namespace tern
 // ----- end tern/layers/batch_norm.hpp -----
@@ -7282,11 +7519,21 @@ namespace tern {
 /// forward(ids [...]) gives [..., dim]; backward scatter-adds the output gradient into the rows
 /// that were used and returns zeros of the ids' shape (ids have no gradient).
 /// @throws tern::error for an id that is negative, fractional or not below the vocabulary size.
-class embedding {
+/// @tparam Policy fp32 (trains) or frozen<fp32> (forward only: no gradient, no ids kept).
+template <class Policy = fp32>
+class basic_embedding {
+    static_assert(fixed_precision_policy<Policy>, "tern::basic_embedding: Policy must be tern::fp32 or tern::frozen<tern::fp32>");
+
 public:
+    static constexpr bool trainable = trainable_policy<Policy>;
+    template <class T>
+    using transform = basic_embedding<fixed_policy_t<T>>;
+
     /// @param vocab, dim  table size. @param init_std  standard deviation of the N(0, std) init
     ///        (1, as PyTorch's nn.Embedding).
-    embedding(std::size_t vocab, std::size_t dim, float init_std = 1.0f) : vocab_(vocab), dim_(dim) {
+    basic_embedding(std::size_t vocab, std::size_t dim, float init_std = 1.0f)
+        requires trainable
+        : vocab_(vocab), dim_(dim) {
         detail::require(vocab > 0 && dim > 0, "embedding: expected a positive vocabulary and width, got ", vocab,
                         " x ", dim);
         weight = tensor(shape_t{vocab, dim});
@@ -7295,33 +7542,44 @@ public:
         auto& rng = global_rng();
         for (auto& w : weight) w = normal(rng);
     }
+    /// The same table from another instantiation (freezing drops the gradient).
+    template <class Q>
+    explicit basic_embedding(const basic_embedding<Q>& other)
+        : weight(other.weight), vocab_(other.vocab_size()), dim_(other.dim()) {
+        if constexpr (trainable) weight_grad = zeros({vocab_, dim_});
+    }
 
     /// An embedding holding @p table [vocab, dim] (a loaded model's; no random draw).
-    static embedding from_table(tensor table) {
+    static basic_embedding from_table(tensor table) {
         detail::require(table.dimension() == 2 && table.size() > 0, "embedding: expected a [vocab, dim] table, got ",
                         detail::shape_string(table.shape()));
-        embedding e;
+        basic_embedding e;
         e.vocab_ = table.shape()[0];
         e.dim_ = table.shape()[1];
         e.weight = std::move(table);
+        if constexpr (trainable) e.weight_grad = zeros({e.vocab_, e.dim_});
         return e;
     }
 
     tensor forward(const tensor& ids) {
-        ids_.resize(ids.size());
+        std::vector<std::size_t> local;
+        std::vector<std::size_t>& id = ids_buffer(local);
+        id.resize(ids.size());
         const float* in = ids.data();
-        for (std::size_t i = 0; i < ids.size(); ++i) ids_[i] = to_id(in[i], i);
-        input_shape_ = detail::to_shape(ids.shape());
-        shape_t out_shape = input_shape_;
+        for (std::size_t i = 0; i < ids.size(); ++i) id[i] = to_id(in[i], i);
+        shape_t out_shape = detail::to_shape(ids.shape());
+        if constexpr (trainable) input_shape_ = out_shape;
         out_shape.push_back(dim_);
         tensor y(out_shape);
         const float* w = weight.data();
         float* out = y.data();
-        for (std::size_t i = 0; i < ids_.size(); ++i) std::copy_n(w + ids_[i] * dim_, dim_, out + i * dim_);
+        for (std::size_t i = 0; i < id.size(); ++i) std::copy_n(w + id[i] * dim_, dim_, out + i * dim_);
         return y;
     }
 
-    tensor backward(const tensor& grad_output) {
+    tensor backward(const tensor& grad_output)
+        requires trainable
+    {
         detail::require(grad_output.size() == ids_.size() * dim_ && grad_output.dimension() >= 1 &&
                             grad_output.shape().back() == dim_,
                         "embedding: expected output gradient with ", ids_.size(), " rows of ", dim_, ", got shape ",
@@ -7336,7 +7594,9 @@ public:
         return zeros(input_shape_);
     }
 
-    void collect_parameters(parameter_list& out, const std::string& prefix) {
+    void collect_parameters(parameter_list& out, const std::string& prefix)
+        requires trainable
+    {
         out.push_back({prefix + "weight", &weight, &weight_grad, false});
     }
 
@@ -7345,10 +7605,17 @@ public:
     std::size_t vocab_size() const { return vocab_; }
     std::size_t dim() const { return dim_; }
 
-    tensor weight, weight_grad;
+    tensor weight;
+    [[no_unique_address]] training_only<Policy, tensor> weight_grad{};
 
 private:
-    embedding() = default;
+    basic_embedding() = default;
+
+    /// The ids of the last forward: kept for backward in training, a local buffer when frozen.
+    std::vector<std::size_t>& ids_buffer(std::vector<std::size_t>& local) {
+        if constexpr (trainable) return ids_;
+        else return local;
+    }
 
     std::size_t to_id(float v, std::size_t where) const {
         detail::require(v >= 0.0f && v < float(vocab_) && v == std::floor(v), "embedding: token id ", v,
@@ -7357,16 +7624,31 @@ private:
     }
 
     std::size_t vocab_ = 0, dim_ = 0;
-    std::vector<std::size_t> ids_;
-    shape_t input_shape_;
+    // What backward needs (training only): the ids and their shape.
+    [[no_unique_address]] training_only<Policy, std::vector<std::size_t>> ids_{};
+    [[no_unique_address]] training_only<Policy, shape_t> input_shape_{};
 };
+
+/// @brief The token embedding that trains (frozen: basic_embedding<frozen<fp32>>).
+using embedding = basic_embedding<>;
 
 /// @brief Learned absolute positions: y[b, t, :] = x[b, t, :] + weight[offset + t, :].
 ///
 /// Input [B, T, dim] (or [T, dim]); T + offset must not exceed the table's length (the context).
-class learned_positions {
+/// @tparam Policy fp32 (trains) or frozen<fp32> (forward only).
+template <class Policy = fp32>
+class basic_learned_positions {
+    static_assert(fixed_precision_policy<Policy>,
+                  "tern::basic_learned_positions: Policy must be tern::fp32 or tern::frozen<tern::fp32>");
+
 public:
-    learned_positions(std::size_t context, std::size_t dim, float init_std = 1.0f) : context_(context), dim_(dim) {
+    static constexpr bool trainable = trainable_policy<Policy>;
+    template <class T>
+    using transform = basic_learned_positions<fixed_policy_t<T>>;
+
+    basic_learned_positions(std::size_t context, std::size_t dim, float init_std = 1.0f)
+        requires trainable
+        : context_(context), dim_(dim) {
         detail::require(context > 0 && dim > 0, "learned_positions: expected a positive context and width, got ",
                         context, " x ", dim);
         weight = tensor(shape_t{context, dim});
@@ -7376,14 +7658,22 @@ public:
         for (auto& w : weight) w = normal(rng);
     }
 
+    /// The same table from another instantiation (freezing drops the gradient).
+    template <class Q>
+    explicit basic_learned_positions(const basic_learned_positions<Q>& other)
+        : weight(other.weight), context_(other.context()), dim_(other.dim()) {
+        if constexpr (trainable) weight_grad = zeros({context_, dim_});
+    }
+
     /// Positions holding @p table [context, dim] (a loaded model's; no random draw).
-    static learned_positions from_table(tensor table) {
+    static basic_learned_positions from_table(tensor table) {
         detail::require(table.dimension() == 2 && table.size() > 0,
                         "learned_positions: expected a [context, dim] table, got ", detail::shape_string(table.shape()));
-        learned_positions p;
+        basic_learned_positions p;
         p.context_ = table.shape()[0];
         p.dim_ = table.shape()[1];
         p.weight = std::move(table);
+        if constexpr (trainable) p.weight_grad = zeros({p.context_, p.dim_});
         return p;
     }
 
@@ -7396,8 +7686,10 @@ public:
         const std::size_t T = x.shape()[x.dimension() - 2];
         detail::require(offset + T <= context_, "learned_positions: positions ", offset, "..", offset + T,
                         " exceed the context of ", context_);
-        T_ = T;
-        offset_ = offset;
+        if constexpr (trainable) {
+            T_ = T;
+            offset_ = offset;
+        }
         tensor y = x;
         const std::size_t rows = x.size() / dim_;
         const float* p = weight.data() + offset * dim_;
@@ -7410,7 +7702,9 @@ public:
         return y;
     }
 
-    tensor backward(const tensor& grad_output) {
+    tensor backward(const tensor& grad_output)
+        requires trainable
+    {
         const std::size_t rows = grad_output.size() / dim_;
         detail::require(grad_output.dimension() >= 2 && grad_output.shape().back() == dim_ && T_ &&
                             rows % T_ == 0,
@@ -7426,7 +7720,9 @@ public:
         return grad_output;
     }
 
-    void collect_parameters(parameter_list& out, const std::string& prefix) {
+    void collect_parameters(parameter_list& out, const std::string& prefix)
+        requires trainable
+    {
         out.push_back({prefix + "weight", &weight, &weight_grad, false});
     }
 
@@ -7435,15 +7731,21 @@ public:
     }
 
     std::size_t context() const { return context_; }
+    std::size_t dim() const { return dim_; }
 
-    tensor weight, weight_grad;
+    tensor weight;
+    [[no_unique_address]] training_only<Policy, tensor> weight_grad{};
 
 private:
-    learned_positions() = default;
+    basic_learned_positions() = default;
 
     std::size_t context_ = 0, dim_ = 0;
-    std::size_t T_ = 0, offset_ = 0;
+    // What backward needs (training only): the rows added by the last forward.
+    [[no_unique_address]] training_only<Policy, std::size_t> T_{}, offset_{};
 };
+
+/// @brief Learned positions that train (frozen: basic_learned_positions<frozen<fp32>>).
+using learned_positions = basic_learned_positions<>;
 
 }  // namespace tern
 // ----- end tern/layers/embedding.hpp -----
@@ -8283,10 +8585,10 @@ namespace tern {
 /// @brief Which normalization a transformer uses.
 enum class norm_kind { rms, layer };
 
-/// @brief The norm layer of a kind: rms_norm or layer_norm, with a gain (and LayerNorm's bias),
-/// eps 1e-5 (PyTorch's default).
-template <norm_kind Kind>
-using norm_layer_t = std::conditional_t<Kind == norm_kind::rms, rms_norm, layer_norm>;
+/// @brief The norm layer of a kind: rms_norm or layer_norm (basic_rms_norm<Policy> or
+/// basic_layer_norm<Policy>; Policy fp32 or frozen<fp32>).
+template <norm_kind Kind, class Policy = fp32>
+using norm_layer_t = std::conditional_t<Kind == norm_kind::rms, basic_rms_norm<Policy>, basic_layer_norm<Policy>>;
 
 /// @brief The architecture of a decoder LM, fixed at compile time: a template argument of
 /// decoder_block and decoder_lm, so no branch on it remains inside the model, and a model type
@@ -8354,7 +8656,7 @@ public:
     using attention_type =
         causal_self_attention<detail::valid_policy_t<Policy>, detail::valid_bits<ActBits>, Design.positions>;
     using mlp_type = mlp_block<detail::valid_policy_t<Policy>, detail::valid_bits<ActBits>, Design.mlp>;
-    using norm_type = norm_layer_t<Design.norm>;
+    using norm_type = norm_layer_t<Design.norm, fixed_policy_of<Policy>>;
     template <class T>
     using transform = decoder_block<typename T::template apply<Policy>, ActBits, Design>;
 
@@ -8601,7 +8903,10 @@ public:
         Design.quantized_head, linear<detail::valid_policy_t<Policy>, detail::valid_bits<ActBits>>,
         std::conditional_t<trainable, pinned<linear<fp32>>, linear<frozen<fp32>>>>;
     /// The learned position table, or nothing with rotary positions.
-    using positions_type = std::conditional_t<learned_positions_table, learned_positions, detail::empty>;
+    using positions_type = std::conditional_t<learned_positions_table,
+                                              basic_learned_positions<fixed_policy_of<Policy>>, detail::empty>;
+    /// The token embedding: full precision, trained with the model or frozen with it.
+    using embedding_type = basic_embedding<fixed_policy_of<Policy>>;
 
     explicit decoder_lm(const lm_config& c)
         requires trainable
@@ -8748,11 +9053,11 @@ public:
         }
         const auto read_positions = [&]() -> positions_type {
             if constexpr (learned_positions_table)
-                return learned_positions::from_table(r.f32("pos.weight", {c.context, c.d_model}));
+                return positions_type::from_table(r.f32("pos.weight", {c.context, c.d_model}));
             else return {};
         };
         // Read in file order (function arguments have no evaluation order): the first error names the first bad tensor.
-        embedding tok = embedding::from_table(r.f32("tok.weight", {c.vocab, c.d_model}));
+        embedding_type tok = embedding_type::from_table(r.f32("tok.weight", {c.vocab, c.d_model}));
         positions_type pos = read_positions();
         head_type head = head_type::load(r.sub("head"), c.d_model, c.vocab, false);
         decoder_lm m(c, std::move(tok), std::move(pos), std::move(head));
@@ -8840,7 +9145,7 @@ public:
 
     /// The sizes and kinds the model was built with.
     const lm_config& settings() const { return cfg_; }
-    const embedding& token_embedding() const { return tok_; }
+    const embedding_type& token_embedding() const { return tok_; }
     /// The learned position table (learned positions only).
     const positions_type& position_table() const { return pos_; }
     const std::vector<block_type>& blocks() const { return blocks_; }
@@ -8850,11 +9155,11 @@ public:
 
 private:
     /// For load: the configuration, token table, positions and head; blocks and norm are filled in.
-    decoder_lm(const lm_config& c, embedding tok, positions_type pos, head_type head)
+    decoder_lm(const lm_config& c, embedding_type tok, positions_type pos, head_type head)
         : cfg_(c), tok_(std::move(tok)), pos_(std::move(pos)), norm_(make_norm(c.d_model)), head_(std::move(head)) {}
 
     static positions_type make_positions(const lm_config& c) {
-        if constexpr (learned_positions_table) return learned_positions(c.context, c.d_model);
+        if constexpr (learned_positions_table) return positions_type(c.context, c.d_model);
         else return {};
     }
     static norm_type make_norm(std::size_t features) { return norm_type(features, true, norm_eps); }
@@ -8880,7 +9185,7 @@ private:
     }
 
     lm_config cfg_;
-    embedding tok_;
+    embedding_type tok_;
     [[no_unique_address]] positions_type pos_;
     std::vector<block_type> blocks_;
     norm_type norm_;
@@ -10448,7 +10753,9 @@ private:
 /// at 2 bits per weight with its scale, and runs the integer kernels on int8 activations; a
 /// full-precision one keeps its weight. The result is a compile-time model with no run-time
 /// dispatch inside it and no training state in its policy layers (`frozen_layer_t<Model>`).
-/// Parameter-free layers stay as they are (dropout and batch norm in evaluation mode).
+/// Layers without a quantization policy of their own (activations, pooling, flatten, norms,
+/// embeddings, batch norm) are templates over fp32 or frozen<fp32> (`relu` is `basic_relu<fp32>`):
+/// frozen, they keep nothing for backward either. Dropout becomes the identity.
 ///
 /// A frozen model converts to a run-time tern::inference_model (type erasure over the same
 /// layers), which is what files store and what `tern::load_packed_model` rebuilds.
@@ -10653,16 +10960,16 @@ inline void register_builtin_layer_kinds() {
                                     absmedian_ternary>();
         register_policy_layer_kinds<conv2d, 8, fp32, fp16, fp32_prenorm, fp16_prenorm, absmean_ternary,
                                     absmedian_ternary>();
-        register_layer_kind<relu>();
-        register_layer_kind<gelu>();
-        register_layer_kind<silu>();
-        register_layer_kind<flatten>();
-        register_layer_kind<layer_norm>();
-        register_layer_kind<rms_norm>();
-        register_layer_kind<max_pool2d>();
+        register_layer_kind<frozen_layer_t<relu>>();
+        register_layer_kind<frozen_layer_t<gelu>>();
+        register_layer_kind<frozen_layer_t<silu>>();
+        register_layer_kind<frozen_layer_t<flatten>>();
+        register_layer_kind<frozen_layer_t<layer_norm>>();
+        register_layer_kind<frozen_layer_t<rms_norm>>();
+        register_layer_kind<frozen_layer_t<max_pool2d>>();
         register_layer_kind<avg_pool2d>();
-        register_layer_kind<global_avg_pool2d>();
-        register_layer_kind<batch_norm2d>();
+        register_layer_kind<frozen_layer_t<global_avg_pool2d>>();
+        register_layer_kind<frozen_layer_t<batch_norm2d>>();
         register_builtin_if_absent("decoder_lm", load_decoder_lm);
         register_lm_design<lm_design{}>();
         register_builtin_if_absent("residual", load_runtime_residual);

@@ -8,7 +8,9 @@
 /// at 2 bits per weight with its scale, and runs the integer kernels on int8 activations; a
 /// full-precision one keeps its weight. The result is a compile-time model with no run-time
 /// dispatch inside it and no training state in its policy layers (`frozen_layer_t<Model>`).
-/// Parameter-free layers stay as they are (dropout and batch norm in evaluation mode).
+/// Layers without a quantization policy of their own (activations, pooling, flatten, norms,
+/// embeddings, batch norm) are templates over fp32 or frozen<fp32> (`relu` is `basic_relu<fp32>`):
+/// frozen, they keep nothing for backward either. Dropout becomes the identity.
 ///
 /// A frozen model converts to a run-time tern::inference_model (type erasure over the same
 /// layers), which is what files store and what `tern::load_packed_model` rebuilds.

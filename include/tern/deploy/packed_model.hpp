@@ -85,16 +85,16 @@ inline void register_builtin_layer_kinds() {
                                     absmedian_ternary>();
         register_policy_layer_kinds<conv2d, 8, fp32, fp16, fp32_prenorm, fp16_prenorm, absmean_ternary,
                                     absmedian_ternary>();
-        register_layer_kind<relu>();
-        register_layer_kind<gelu>();
-        register_layer_kind<silu>();
-        register_layer_kind<flatten>();
-        register_layer_kind<layer_norm>();
-        register_layer_kind<rms_norm>();
-        register_layer_kind<max_pool2d>();
+        register_layer_kind<frozen_layer_t<relu>>();
+        register_layer_kind<frozen_layer_t<gelu>>();
+        register_layer_kind<frozen_layer_t<silu>>();
+        register_layer_kind<frozen_layer_t<flatten>>();
+        register_layer_kind<frozen_layer_t<layer_norm>>();
+        register_layer_kind<frozen_layer_t<rms_norm>>();
+        register_layer_kind<frozen_layer_t<max_pool2d>>();
         register_layer_kind<avg_pool2d>();
-        register_layer_kind<global_avg_pool2d>();
-        register_layer_kind<batch_norm2d>();
+        register_layer_kind<frozen_layer_t<global_avg_pool2d>>();
+        register_layer_kind<frozen_layer_t<batch_norm2d>>();
         register_builtin_if_absent("decoder_lm", load_decoder_lm);
         register_lm_design<lm_design{}>();
         register_builtin_if_absent("residual", load_runtime_residual);

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "../io/layer_io.hpp"
+#include "../policy.hpp"
 #include "../tensor.hpp"
 #include "../threads.hpp"
 
@@ -37,13 +38,17 @@ void map_gradients(const float* __restrict in, const float* __restrict g, float*
         double(n) * 8, 4e5);
 }
 
-/// Shared plumbing of element-wise layers: keep the input, map forward and backward per element.
-template <class Derived>
+/// Shared plumbing of element-wise layers: keep the input (training only), map forward and
+/// backward per element. @p Policy is fp32 (trains) or frozen<fp32> (forward only).
+template <class Derived, class Policy>
 class elementwise {
+    static_assert(fixed_precision_policy<Policy>, "tern activations: Policy must be tern::fp32 or tern::frozen<tern::fp32>");
+
 public:
     static constexpr bool parameter_free = true;
+    static constexpr bool trainable = trainable_policy<Policy>;
     void forward(const tensor& x, tensor& y) {
-        input_ = x;
+        if constexpr (trainable) input_ = x;
         if (y.shape() != x.shape()) y.resize(to_shape(x.shape()));
         map_elements(x.data(), y.data(), x.size(), [](float v) { return Derived::value(v); });
     }
@@ -53,7 +58,9 @@ public:
         return y;
     }
 
-    tensor backward(const tensor& grad_output) {
+    tensor backward(const tensor& grad_output)
+        requires trainable
+    {
         require(grad_output.shape() == input_.shape(), Derived::label, ": expected output gradient of shape ",
                 shape_string(input_.shape()), ", got ", shape_string(grad_output.shape()));
         tensor dx(detail::to_shape(input_.shape()));
@@ -68,7 +75,7 @@ public:
     static Derived load(const layer_reader&) { return Derived{}; }
 
 private:
-    tensor input_;
+    [[no_unique_address]] training_only<Policy, tensor> input_{};
 };
 
 }  // namespace detail
@@ -78,23 +85,36 @@ private:
 /// Its derivative depends only on the sign of x, so instead of a copy of the input (4 bytes per
 /// element, written in forward and read again in backward) it keeps a 1-byte mask x > 0: ReLU
 /// layers sit on the largest activations of a CNN, where this traffic is most of their cost.
-struct relu {
+/// @tparam Policy fp32 (trains) or frozen<fp32> (forward only: no mask is kept).
+template <class Policy = fp32>
+struct basic_relu {
+    static_assert(fixed_precision_policy<Policy>, "tern::basic_relu: Policy must be tern::fp32 or tern::frozen<tern::fp32>");
     static constexpr bool parameter_free = true;
+    static constexpr bool trainable = trainable_policy<Policy>;
+    template <class T>
+    using transform = basic_relu<fixed_policy_t<T>>;
     static constexpr const char* label = "relu";
+    basic_relu() = default;
+    template <class Q>
+    explicit basic_relu(const basic_relu<Q>&) {}
     static float value(float x) { return x > 0.0f ? x : 0.0f; }
     static float derivative(float x) { return x > 0.0f ? 1.0f : 0.0f; }
 
     void forward(const tensor& x, tensor& y) {
-        shape_.assign(x.shape().begin(), x.shape().end());  // no allocation once the shape is steady
-        if (y.shape() != x.shape()) y.resize(shape_);
+        if (y.shape() != x.shape()) y.resize(detail::to_shape(x.shape()));
         const std::size_t n = x.size();
-        positive_.resize(n);
         const float* in = x.data();
         float* out = y.data();
-        std::uint8_t* mask = positive_.data();
-        parallel_for(
-            n, [&](std::size_t lo, std::size_t hi) { forward_range(in + lo, out + lo, mask + lo, hi - lo); },
-            double(n) * 8, 4e5);
+        if constexpr (trainable) {
+            shape_.assign(x.shape().begin(), x.shape().end());  // no allocation once the shape is steady
+            positive_.resize(n);
+            std::uint8_t* mask = positive_.data();
+            parallel_for(
+                n, [&](std::size_t lo, std::size_t hi) { forward_range(in + lo, out + lo, mask + lo, hi - lo); },
+                double(n) * 8, 4e5);
+        } else {
+            detail::map_elements(in, out, n, [](float v) { return value(v); });
+        }
     }
     tensor forward(const tensor& x) {
         tensor y;
@@ -102,7 +122,9 @@ struct relu {
         return y;
     }
 
-    tensor backward(const tensor& grad_output) {
+    tensor backward(const tensor& grad_output)
+        requires trainable
+    {
         detail::require(detail::to_shape(grad_output.shape()) == shape_, label, ": expected output gradient of shape ",
                         detail::shape_string(shape_), ", got ", detail::shape_string(grad_output.shape()));
         tensor dx(shape_);
@@ -119,7 +141,7 @@ struct relu {
     std::string describe() const { return label; }
     static constexpr const char* kind() { return label; }
     nlohmann::json config() const { return {{"kind", kind()}}; }
-    static relu load(const layer_reader&) { return relu{}; }
+    static basic_relu load(const layer_reader&) { return basic_relu{}; }
 
 private:
     // Plain functions over restrict pointers, so both loops vectorize.
@@ -139,12 +161,21 @@ private:
         }
     }
 
-    shape_t shape_;
-    std::vector<std::uint8_t> positive_;
+    [[no_unique_address]] training_only<Policy, shape_t> shape_{};
+    [[no_unique_address]] training_only<Policy, std::vector<std::uint8_t>> positive_{};
 };
 
+/// @brief ReLU that trains (the frozen form is basic_relu<frozen<fp32>>).
+using relu = basic_relu<>;
+
 /// @brief GELU, the exact form x * Phi(x) (PyTorch's default nn.GELU).
-struct gelu : detail::elementwise<gelu> {
+template <class Policy = fp32>
+struct basic_gelu : detail::elementwise<basic_gelu<Policy>, Policy> {
+    template <class T>
+    using transform = basic_gelu<fixed_policy_t<T>>;
+    basic_gelu() = default;
+    template <class Q>
+    explicit basic_gelu(const basic_gelu<Q>&) {}
     static constexpr const char* label = "gelu";
     static float value(float x) { return 0.5f * x * (1.0f + std::erf(x * 0.70710678118654752f)); }
     static float derivative(float x) {
@@ -154,8 +185,17 @@ struct gelu : detail::elementwise<gelu> {
     }
 };
 
+/// @brief GELU that trains (the frozen form is basic_gelu<frozen<fp32>>).
+using gelu = basic_gelu<>;
+
 /// @brief SiLU (swish): x * sigmoid(x).
-struct silu : detail::elementwise<silu> {
+template <class Policy = fp32>
+struct basic_silu : detail::elementwise<basic_silu<Policy>, Policy> {
+    template <class T>
+    using transform = basic_silu<fixed_policy_t<T>>;
+    basic_silu() = default;
+    template <class Q>
+    explicit basic_silu(const basic_silu<Q>&) {}
     static constexpr const char* label = "silu";
     static float value(float x) { return x / (1.0f + std::exp(-x)); }
     static float derivative(float x) {
@@ -163,5 +203,8 @@ struct silu : detail::elementwise<silu> {
         return s * (1.0f + x * (1.0f - s));
     }
 };
+
+/// @brief SiLU that trains (the frozen form is basic_silu<frozen<fp32>>).
+using silu = basic_silu<>;
 
 }  // namespace tern

@@ -10,6 +10,7 @@
 
 #include "../parameter.hpp"
 #include "../io/layer_io.hpp"
+#include "../policy.hpp"
 #include "../tensor.hpp"
 #include "../threads.hpp"
 
@@ -25,9 +26,19 @@ namespace tern {
 /// (init 0) and "running_var" (init 1), listed with grad == nullptr so checkpoints save them.
 /// @throws tern::error on a non-positive channel count, a momentum outside [0, 1], an input that is
 ///         not [B, C, H, W] with C channels, or a training batch with a single value per channel.
-class batch_norm2d {
+/// @tparam Policy fp32 (trains) or frozen<fp32> (evaluation only: the running statistics, no
+///         gradients and nothing kept for backward).
+template <class Policy = fp32>
+class basic_batch_norm2d {
+    static_assert(fixed_precision_policy<Policy>,
+                  "tern::basic_batch_norm2d: Policy must be tern::fp32 or tern::frozen<tern::fp32>");
+
 public:
-    explicit batch_norm2d(std::size_t channels, float momentum = 0.1f, float eps = 1e-5f)
+    static constexpr bool trainable = trainable_policy<Policy>;
+    template <class T>
+    using transform = basic_batch_norm2d<fixed_policy_t<T>>;
+
+    explicit basic_batch_norm2d(std::size_t channels, float momentum = 0.1f, float eps = 1e-5f)
         : C_(channels), momentum_(momentum), eps_(eps) {
         detail::require(channels > 0, "batch_norm2d: expected a positive channel count, got 0");
         detail::require(momentum >= 0.0f && momentum <= 1.0f, "batch_norm2d: expected momentum in [0, 1], got ",
@@ -35,34 +46,61 @@ public:
         detail::require(eps > 0.0f, "batch_norm2d: expected eps > 0, got ", eps);
         weight = tensor(shape_t{channels}, 1.0f);
         bias = zeros({channels});
-        weight_grad = zeros({channels});
-        bias_grad = zeros({channels});
         running_mean = zeros({channels});
         running_var = tensor(shape_t{channels}, 1.0f);
+        if constexpr (trainable) {
+            weight_grad = zeros({channels});
+            bias_grad = zeros({channels});
+            training_ = true;
+            used_batch_stats_ = true;
+        }
+    }
+    /// The same layer from another instantiation (freezing keeps gamma, beta and the running
+    /// statistics, and drops the gradients).
+    template <class Q>
+    explicit basic_batch_norm2d(const basic_batch_norm2d<Q>& other)
+        : basic_batch_norm2d(other.channels(), other.momentum(), other.eps()) {
+        weight = other.weight;
+        bias = other.bias;
+        running_mean = other.running_mean;
+        running_var = other.running_var;
+        set_training(trainable && other.training());
     }
 
-    void set_training(bool training) { training_ = training; }
-    bool training() const { return training_; }
+    /// Batch statistics (training) or the running ones (evaluation); a frozen layer only evaluates.
+    void set_training(bool training) {
+        if constexpr (trainable) training_ = training;
+        else detail::require(!training, "batch_norm2d: a frozen layer cannot train");
+    }
+    bool training() const {
+        if constexpr (trainable) return training_;
+        else return false;
+    }
 
     tensor forward(const tensor& x) {
         detail::require(x.dimension() == 4 && x.shape()[1] == C_, "batch_norm2d: expected input [B, ", C_,
                         ", H, W] (NCHW), got shape ", detail::shape_string(x.shape()));
-        shape_ = detail::to_shape(x.shape());
-        const std::size_t B = shape_[0], area = shape_[2] * shape_[3], n = B * area;
-        detail::require(!training_ || n > 1, "batch_norm2d: training needs more than one value per channel, got input ",
+        const shape_t shape = detail::to_shape(x.shape());
+        const std::size_t B = shape[0], area = shape[2] * shape[3], n = B * area;
+        const bool batch_stats = training();
+        detail::require(!batch_stats || n > 1, "batch_norm2d: training needs more than one value per channel, got input ",
                         detail::shape_string(x.shape()));
-        used_batch_stats_ = training_;
-        x_hat_.resize(x.size());
-        inv_std_.resize(C_);
-        tensor y(shape_);
+        if constexpr (trainable) {
+            shape_ = shape;
+            used_batch_stats_ = batch_stats;
+            x_hat_.resize(x.size());
+            inv_std_.resize(C_);
+        }
+        tensor y(shape);
         const float* xs = x.data();
         float* ys = y.data();
-        float* xh = x_hat_.data();
+        float* xh = nullptr;
+        if constexpr (trainable) xh = x_hat_.data();
         parallel_for(
             C_, [&](std::size_t lo, std::size_t hi) {
                 for (std::size_t c = lo; c < hi; ++c) {
                     float mean, inv;
-                    if (training_) {
+                    if (batch_stats) {
                         double s = 0;
                         for (std::size_t b = 0; b < B; ++b) {
                             const float* p = xs + (b * C_ + c) * area;
@@ -87,14 +125,21 @@ public:
                         mean = running_mean(c);
                         inv = 1.0f / std::sqrt(running_var(c) + eps_);
                     }
-                    inv_std_[c] = inv;
                     const float g = weight(c), sh = bias(c);
-                    for (std::size_t b = 0; b < B; ++b) {
-                        const std::size_t off = (b * C_ + c) * area;
-                        for (std::size_t i = 0; i < area; ++i) {
-                            const float v = (xs[off + i] - mean) * inv;
-                            xh[off + i] = v;
-                            ys[off + i] = v * g + sh;
+                    if constexpr (trainable) {
+                        inv_std_[c] = inv;
+                        for (std::size_t b = 0; b < B; ++b) {
+                            const std::size_t off = (b * C_ + c) * area;
+                            for (std::size_t i = 0; i < area; ++i) {
+                                const float v = (xs[off + i] - mean) * inv;
+                                xh[off + i] = v;
+                                ys[off + i] = v * g + sh;
+                            }
+                        }
+                    } else {
+                        for (std::size_t b = 0; b < B; ++b) {
+                            const std::size_t off = (b * C_ + c) * area;
+                            for (std::size_t i = 0; i < area; ++i) ys[off + i] = (xs[off + i] - mean) * inv * g + sh;
                         }
                     }
                 }
@@ -103,7 +148,9 @@ public:
         return y;
     }
 
-    tensor backward(const tensor& grad_output) {
+    tensor backward(const tensor& grad_output)
+        requires trainable
+    {
         detail::require(detail::to_shape(grad_output.shape()) == shape_, "batch_norm2d: expected output gradient of shape ",
                         detail::shape_string(shape_), ", got ", detail::shape_string(grad_output.shape()));
         const std::size_t B = shape_[0], area = shape_[2] * shape_[3], n = B * area;
@@ -138,7 +185,9 @@ public:
         return dx;
     }
 
-    void collect_parameters(parameter_list& out, const std::string& prefix) {
+    void collect_parameters(parameter_list& out, const std::string& prefix)
+        requires trainable
+    {
         out.push_back({prefix + "weight", &weight, &weight_grad, false});
         out.push_back({prefix + "bias", &bias, &bias_grad, false});
         out.push_back({prefix + "running_mean", &running_mean, nullptr, false});
@@ -164,12 +213,12 @@ public:
         w.put("running_mean", running_mean);
         w.put("running_var", running_var);
     }
-    static batch_norm2d load(const layer_reader& r) {
+    static basic_batch_norm2d load(const layer_reader& r) {
         const std::size_t C = r.size_field("channels", 1, std::size_t{1} << 24);
         const double momentum = r.number_field("momentum"), eps = r.number_field("eps");
         if (!(momentum >= 0.0 && momentum <= 1.0)) r.fail("field 'momentum': expected a number in [0, 1], found ", momentum);
         if (!(eps > 0.0 && eps < 1.0)) r.fail("field 'eps': expected a number in (0, 1), found ", eps);
-        batch_norm2d l(C, float(momentum), float(eps));
+        basic_batch_norm2d l(C, float(momentum), float(eps));
         l.weight = r.f32("weight", {C});
         l.bias = r.f32("bias", {C});
         l.running_mean = r.f32("running_mean", {C});
@@ -188,15 +237,20 @@ public:
     std::size_t parameter_bytes() const { return 4 * C_ * sizeof(float); }
     /// @}
 
-    tensor weight, bias, weight_grad, bias_grad;  ///< gamma, beta and their gradients, [C] each
-    tensor running_mean, running_var;             ///< buffers, [C] each
+    tensor weight, bias;                ///< gamma and beta, [C] each
+    tensor running_mean, running_var;   ///< buffers, [C] each
+    [[no_unique_address]] training_only<Policy, tensor> weight_grad{}, bias_grad{};  ///< training only
 
 private:
     std::size_t C_;
     float momentum_, eps_;
-    bool training_ = true, used_batch_stats_ = true;
-    shape_t shape_;
-    std::vector<float> x_hat_, inv_std_;
+    // Training only: the mode, and what backward needs.
+    [[no_unique_address]] training_only<Policy, bool> training_{}, used_batch_stats_{};
+    [[no_unique_address]] training_only<Policy, shape_t> shape_{};
+    [[no_unique_address]] training_only<Policy, std::vector<float>> x_hat_{}, inv_std_{};
 };
+
+/// @brief Batch norm that trains (frozen: basic_batch_norm2d<frozen<fp32>>).
+using batch_norm2d = basic_batch_norm2d<>;
 
 }  // namespace tern

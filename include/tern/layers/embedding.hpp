@@ -12,6 +12,7 @@
 
 #include "../parameter.hpp"
 #include "../random.hpp"
+#include "../policy.hpp"
 #include "../tensor.hpp"
 #include "../threads.hpp"
 
@@ -22,11 +23,21 @@ namespace tern {
 /// forward(ids [...]) gives [..., dim]; backward scatter-adds the output gradient into the rows
 /// that were used and returns zeros of the ids' shape (ids have no gradient).
 /// @throws tern::error for an id that is negative, fractional or not below the vocabulary size.
-class embedding {
+/// @tparam Policy fp32 (trains) or frozen<fp32> (forward only: no gradient, no ids kept).
+template <class Policy = fp32>
+class basic_embedding {
+    static_assert(fixed_precision_policy<Policy>, "tern::basic_embedding: Policy must be tern::fp32 or tern::frozen<tern::fp32>");
+
 public:
+    static constexpr bool trainable = trainable_policy<Policy>;
+    template <class T>
+    using transform = basic_embedding<fixed_policy_t<T>>;
+
     /// @param vocab, dim  table size. @param init_std  standard deviation of the N(0, std) init
     ///        (1, as PyTorch's nn.Embedding).
-    embedding(std::size_t vocab, std::size_t dim, float init_std = 1.0f) : vocab_(vocab), dim_(dim) {
+    basic_embedding(std::size_t vocab, std::size_t dim, float init_std = 1.0f)
+        requires trainable
+        : vocab_(vocab), dim_(dim) {
         detail::require(vocab > 0 && dim > 0, "embedding: expected a positive vocabulary and width, got ", vocab,
                         " x ", dim);
         weight = tensor(shape_t{vocab, dim});
@@ -35,33 +46,44 @@ public:
         auto& rng = global_rng();
         for (auto& w : weight) w = normal(rng);
     }
+    /// The same table from another instantiation (freezing drops the gradient).
+    template <class Q>
+    explicit basic_embedding(const basic_embedding<Q>& other)
+        : weight(other.weight), vocab_(other.vocab_size()), dim_(other.dim()) {
+        if constexpr (trainable) weight_grad = zeros({vocab_, dim_});
+    }
 
     /// An embedding holding @p table [vocab, dim] (a loaded model's; no random draw).
-    static embedding from_table(tensor table) {
+    static basic_embedding from_table(tensor table) {
         detail::require(table.dimension() == 2 && table.size() > 0, "embedding: expected a [vocab, dim] table, got ",
                         detail::shape_string(table.shape()));
-        embedding e;
+        basic_embedding e;
         e.vocab_ = table.shape()[0];
         e.dim_ = table.shape()[1];
         e.weight = std::move(table);
+        if constexpr (trainable) e.weight_grad = zeros({e.vocab_, e.dim_});
         return e;
     }
 
     tensor forward(const tensor& ids) {
-        ids_.resize(ids.size());
+        std::vector<std::size_t> local;
+        std::vector<std::size_t>& id = ids_buffer(local);
+        id.resize(ids.size());
         const float* in = ids.data();
-        for (std::size_t i = 0; i < ids.size(); ++i) ids_[i] = to_id(in[i], i);
-        input_shape_ = detail::to_shape(ids.shape());
-        shape_t out_shape = input_shape_;
+        for (std::size_t i = 0; i < ids.size(); ++i) id[i] = to_id(in[i], i);
+        shape_t out_shape = detail::to_shape(ids.shape());
+        if constexpr (trainable) input_shape_ = out_shape;
         out_shape.push_back(dim_);
         tensor y(out_shape);
         const float* w = weight.data();
         float* out = y.data();
-        for (std::size_t i = 0; i < ids_.size(); ++i) std::copy_n(w + ids_[i] * dim_, dim_, out + i * dim_);
+        for (std::size_t i = 0; i < id.size(); ++i) std::copy_n(w + id[i] * dim_, dim_, out + i * dim_);
         return y;
     }
 
-    tensor backward(const tensor& grad_output) {
+    tensor backward(const tensor& grad_output)
+        requires trainable
+    {
         detail::require(grad_output.size() == ids_.size() * dim_ && grad_output.dimension() >= 1 &&
                             grad_output.shape().back() == dim_,
                         "embedding: expected output gradient with ", ids_.size(), " rows of ", dim_, ", got shape ",
@@ -76,7 +98,9 @@ public:
         return zeros(input_shape_);
     }
 
-    void collect_parameters(parameter_list& out, const std::string& prefix) {
+    void collect_parameters(parameter_list& out, const std::string& prefix)
+        requires trainable
+    {
         out.push_back({prefix + "weight", &weight, &weight_grad, false});
     }
 
@@ -85,10 +109,17 @@ public:
     std::size_t vocab_size() const { return vocab_; }
     std::size_t dim() const { return dim_; }
 
-    tensor weight, weight_grad;
+    tensor weight;
+    [[no_unique_address]] training_only<Policy, tensor> weight_grad{};
 
 private:
-    embedding() = default;
+    basic_embedding() = default;
+
+    /// The ids of the last forward: kept for backward in training, a local buffer when frozen.
+    std::vector<std::size_t>& ids_buffer(std::vector<std::size_t>& local) {
+        if constexpr (trainable) return ids_;
+        else return local;
+    }
 
     std::size_t to_id(float v, std::size_t where) const {
         detail::require(v >= 0.0f && v < float(vocab_) && v == std::floor(v), "embedding: token id ", v,
@@ -97,16 +128,31 @@ private:
     }
 
     std::size_t vocab_ = 0, dim_ = 0;
-    std::vector<std::size_t> ids_;
-    shape_t input_shape_;
+    // What backward needs (training only): the ids and their shape.
+    [[no_unique_address]] training_only<Policy, std::vector<std::size_t>> ids_{};
+    [[no_unique_address]] training_only<Policy, shape_t> input_shape_{};
 };
+
+/// @brief The token embedding that trains (frozen: basic_embedding<frozen<fp32>>).
+using embedding = basic_embedding<>;
 
 /// @brief Learned absolute positions: y[b, t, :] = x[b, t, :] + weight[offset + t, :].
 ///
 /// Input [B, T, dim] (or [T, dim]); T + offset must not exceed the table's length (the context).
-class learned_positions {
+/// @tparam Policy fp32 (trains) or frozen<fp32> (forward only).
+template <class Policy = fp32>
+class basic_learned_positions {
+    static_assert(fixed_precision_policy<Policy>,
+                  "tern::basic_learned_positions: Policy must be tern::fp32 or tern::frozen<tern::fp32>");
+
 public:
-    learned_positions(std::size_t context, std::size_t dim, float init_std = 1.0f) : context_(context), dim_(dim) {
+    static constexpr bool trainable = trainable_policy<Policy>;
+    template <class T>
+    using transform = basic_learned_positions<fixed_policy_t<T>>;
+
+    basic_learned_positions(std::size_t context, std::size_t dim, float init_std = 1.0f)
+        requires trainable
+        : context_(context), dim_(dim) {
         detail::require(context > 0 && dim > 0, "learned_positions: expected a positive context and width, got ",
                         context, " x ", dim);
         weight = tensor(shape_t{context, dim});
@@ -116,14 +162,22 @@ public:
         for (auto& w : weight) w = normal(rng);
     }
 
+    /// The same table from another instantiation (freezing drops the gradient).
+    template <class Q>
+    explicit basic_learned_positions(const basic_learned_positions<Q>& other)
+        : weight(other.weight), context_(other.context()), dim_(other.dim()) {
+        if constexpr (trainable) weight_grad = zeros({context_, dim_});
+    }
+
     /// Positions holding @p table [context, dim] (a loaded model's; no random draw).
-    static learned_positions from_table(tensor table) {
+    static basic_learned_positions from_table(tensor table) {
         detail::require(table.dimension() == 2 && table.size() > 0,
                         "learned_positions: expected a [context, dim] table, got ", detail::shape_string(table.shape()));
-        learned_positions p;
+        basic_learned_positions p;
         p.context_ = table.shape()[0];
         p.dim_ = table.shape()[1];
         p.weight = std::move(table);
+        if constexpr (trainable) p.weight_grad = zeros({p.context_, p.dim_});
         return p;
     }
 
@@ -136,8 +190,10 @@ public:
         const std::size_t T = x.shape()[x.dimension() - 2];
         detail::require(offset + T <= context_, "learned_positions: positions ", offset, "..", offset + T,
                         " exceed the context of ", context_);
-        T_ = T;
-        offset_ = offset;
+        if constexpr (trainable) {
+            T_ = T;
+            offset_ = offset;
+        }
         tensor y = x;
         const std::size_t rows = x.size() / dim_;
         const float* p = weight.data() + offset * dim_;
@@ -150,7 +206,9 @@ public:
         return y;
     }
 
-    tensor backward(const tensor& grad_output) {
+    tensor backward(const tensor& grad_output)
+        requires trainable
+    {
         const std::size_t rows = grad_output.size() / dim_;
         detail::require(grad_output.dimension() >= 2 && grad_output.shape().back() == dim_ && T_ &&
                             rows % T_ == 0,
@@ -166,7 +224,9 @@ public:
         return grad_output;
     }
 
-    void collect_parameters(parameter_list& out, const std::string& prefix) {
+    void collect_parameters(parameter_list& out, const std::string& prefix)
+        requires trainable
+    {
         out.push_back({prefix + "weight", &weight, &weight_grad, false});
     }
 
@@ -175,14 +235,20 @@ public:
     }
 
     std::size_t context() const { return context_; }
+    std::size_t dim() const { return dim_; }
 
-    tensor weight, weight_grad;
+    tensor weight;
+    [[no_unique_address]] training_only<Policy, tensor> weight_grad{};
 
 private:
-    learned_positions() = default;
+    basic_learned_positions() = default;
 
     std::size_t context_ = 0, dim_ = 0;
-    std::size_t T_ = 0, offset_ = 0;
+    // What backward needs (training only): the rows added by the last forward.
+    [[no_unique_address]] training_only<Policy, std::size_t> T_{}, offset_{};
 };
+
+/// @brief Learned positions that train (frozen: basic_learned_positions<frozen<fp32>>).
+using learned_positions = basic_learned_positions<>;
 
 }  // namespace tern

@@ -10,29 +10,45 @@
 
 #include "../io/layer_io.hpp"
 #include "../parameter.hpp"
+#include "../policy.hpp"
 #include "../quantize.hpp"
 #include "../tensor.hpp"
 
 namespace tern {
 namespace detail {
 
-/// The optional learnable gain (and shift) of a norm layer.
+/// The optional learnable gain (and shift) of a norm layer; their gradients only while it trains.
+template <class Policy>
 class norm_affine {
 public:
+    static constexpr bool trainable = trainable_policy<Policy>;
+
     norm_affine(std::size_t features, bool affine, bool with_shift)
         : features_(features), affine_(affine), shift_(affine && with_shift) {
         require(features > 0, "norm: expected a positive feature count, got ", features);
         if (affine) {
             gain = tensor(shape_t{features}, 1.0f);
-            gain_grad = zeros({features});
+            if constexpr (trainable) gain_grad = zeros({features});
             if (with_shift) {
                 shift = tensor(shape_t{features}, 0.0f);
-                shift_grad = zeros({features});
+                if constexpr (trainable) shift_grad = zeros({features});
             }
+        }
+    }
+    /// The same gain and shift from another instantiation (freezing drops the gradients).
+    template <class Q>
+    explicit norm_affine(const norm_affine<Q>& other)
+        : gain(other.gain), shift(other.shift), features_(other.features()), affine_(other.affine()),
+          shift_(other.has_shift()) {
+        if constexpr (trainable) {
+            gain_grad = zeros(to_shape(gain.shape()));
+            shift_grad = zeros(to_shape(shift.shape()));
         }
     }
 
     bool affine() const { return affine_; }
+    bool has_shift() const { return shift_; }
+    std::size_t features() const { return features_; }
 
     /// y = xn * gain + shift per token, in place.
     void apply(float* y, std::size_t T) const {
@@ -46,7 +62,9 @@ public:
     }
 
     /// Accumulates dgain, dshift and writes dxn = g * gain.
-    void backward(const float* g, const float* xn, std::size_t T, float* dxn) {
+    void backward(const float* g, const float* xn, std::size_t T, float* dxn)
+        requires trainable
+    {
         if (!affine()) {
             std::copy(g, g + T * features_, dxn);
             return;
@@ -63,7 +81,9 @@ public:
             }
     }
 
-    void collect(parameter_list& out, const std::string& prefix) {
+    void collect(parameter_list& out, const std::string& prefix)
+        requires trainable
+    {
         if (!affine()) return;
         out.push_back({prefix + "weight", &gain, &gain_grad, false});
         if (shift_) out.push_back({prefix + "bias", &shift, &shift_grad, false});
@@ -83,22 +103,65 @@ public:
     }
     std::size_t parameter_bytes() const { return (affine_ ? features_ : 0) * (shift_ ? 2 : 1) * sizeof(float); }
 
-    tensor gain, shift, gain_grad, shift_grad;
+    tensor gain, shift;
+    [[no_unique_address]] training_only<Policy, tensor> gain_grad{}, shift_grad{};
 
 private:
     std::size_t features_;
     bool affine_, shift_;  // explicit: a default xarray is a 0-d scalar of size 1
 };
 
-/// What layer_norm and rms_norm share: sizes, the affine part, what backward keeps, and the
-/// parameter and file protocol. @p Derived gives forward, backward and kind().
-template <class Derived>
+/// What layer_norm and rms_norm share: sizes, the affine part, what backward keeps (training
+/// only), and the parameter and file protocol. @p Derived gives normalize, normalize_backward and
+/// kind().
+template <class Derived, class Policy>
 class norm_layer {
+    static_assert(fixed_precision_policy<Policy>, "tern norms: Policy must be tern::fp32 or tern::frozen<tern::fp32>");
+
 public:
-    void collect_parameters(parameter_list& out, const std::string& prefix) { affine_.collect(out, prefix); }
+    static constexpr bool trainable = trainable_policy<Policy>;
+
+    void forward(const tensor& x, tensor& y) {
+        const std::size_t T = token_count(x, features_, Derived::kind());
+        if constexpr (trainable) {
+            shape_like(xn_, x, features_);
+            rstd_.resize(T);
+            Derived::normalize(x.data(), T, features_, eps_, xn_.data(), rstd_.data());
+            y = xn_;
+        } else {
+            shape_like(y, x, features_);
+            scratch_.resize(T);
+            Derived::normalize(x.data(), T, features_, eps_, y.data(), scratch_.data());
+        }
+        affine_.apply(y.data(), T);
+    }
+    tensor forward(const tensor& x) {
+        tensor y;
+        forward(x, y);
+        return y;
+    }
+
+    tensor backward(const tensor& grad_output)
+        requires trainable
+    {
+        require(grad_output.shape() == xn_.shape(), Derived::kind(), ": expected output gradient of shape ",
+                shape_string(xn_.shape()), ", got ", shape_string(grad_output.shape()));
+        const std::size_t T = rstd_.size();
+        tensor dx(to_shape(xn_.shape()));
+        affine_.backward(grad_output.data(), xn_.data(), T, dx.data());
+        Derived::normalize_backward(dx.data(), xn_.data(), rstd_.data(), T, features_, dx.data());
+        return dx;
+    }
+
+    void collect_parameters(parameter_list& out, const std::string& prefix)
+        requires trainable
+    {
+        affine_.collect(out, prefix);
+    }
     std::size_t features() const { return features_; }
     float eps() const { return eps_; }
     bool affine() const { return affine_.affine(); }
+    const norm_affine<Policy>& affine_part() const { return affine_; }
     std::string describe() const {
         return std::string(Derived::kind()) + "(" + std::to_string(features_) + (affine() ? ",affine" : "") + ")";
     }
@@ -129,96 +192,89 @@ public:
 protected:
     norm_layer(std::size_t features, bool affine, float eps, bool with_shift)
         : features_(features), eps_(eps), affine_(features, affine, with_shift) {}
+    template <class Other>
+    explicit norm_layer(const Other& other)
+        : features_(other.features()), eps_(other.eps()), affine_(other.affine_part()) {}
 
+private:
     std::size_t features_;
     float eps_;
-    norm_affine affine_;
-    tensor xn_;
-    std::vector<float> rstd_;
+    norm_affine<Policy> affine_;
+    // What backward needs (training only): the normalized input and 1/std per token.
+    [[no_unique_address]] training_only<Policy, tensor> xn_{};
+    [[no_unique_address]] training_only<Policy, std::vector<float>> rstd_{};
+    // The frozen forward's 1/std per token (nobody reads it afterwards).
+    [[no_unique_address]] std::conditional_t<trainable, empty, std::vector<float>> scratch_{};
 };
 
 }  // namespace detail
 
 /// @brief LayerNorm over the last axis: (x - mean) / sqrt(var + eps) * gain + shift.
-class layer_norm : public detail::norm_layer<layer_norm> {
+/// @tparam Policy fp32 (trains) or frozen<fp32> (forward only, no state kept for backward).
+template <class Policy = fp32>
+class basic_layer_norm : public detail::norm_layer<basic_layer_norm<Policy>, Policy> {
+    using base = detail::norm_layer<basic_layer_norm<Policy>, Policy>;
+
 public:
-    explicit layer_norm(std::size_t features, bool affine = true, float eps = 1e-5f)
-        : norm_layer(features, affine, eps, true) {}
+    template <class T>
+    using transform = basic_layer_norm<fixed_policy_t<T>>;
+    explicit basic_layer_norm(std::size_t features, bool affine = true, float eps = 1e-5f)
+        : base(features, affine, eps, true) {}
+    template <class Q>
+    explicit basic_layer_norm(const basic_layer_norm<Q>& other) : base(other) {}
     static constexpr const char* kind() { return "layer_norm"; }
 
-    void forward(const tensor& x, tensor& y) {
-        const std::size_t T = detail::token_count(x, features_, "layer_norm");
-        detail::shape_like(xn_, x, features_);
-        rstd_.resize(T);
-        normalize_tokens(x.data(), T, features_, xn_.data(), rstd_.data(), eps_);
-        y = xn_;
-        affine_.apply(y.data(), T);
+    static void normalize(const float* x, std::size_t T, std::size_t F, float eps, float* xn, float* rstd) {
+        normalize_tokens(x, T, F, xn, rstd, eps);
     }
-    tensor forward(const tensor& x) {
-        tensor y;
-        forward(x, y);
-        return y;
-    }
-
-    tensor backward(const tensor& grad_output) {
-        detail::require(grad_output.shape() == xn_.shape(), "layer_norm: expected output gradient of shape ",
-                        detail::shape_string(xn_.shape()), ", got ", detail::shape_string(grad_output.shape()));
-        const std::size_t T = rstd_.size();
-        tensor dx(detail::to_shape(xn_.shape()));
-        affine_.backward(grad_output.data(), xn_.data(), T, dx.data());
-        normalize_tokens_backward(dx.data(), xn_.data(), rstd_.data(), T, features_, dx.data());
-        return dx;
+    static void normalize_backward(const float* dxn, const float* xn, const float* rstd, std::size_t T, std::size_t F,
+                                   float* dx) {
+        normalize_tokens_backward(dxn, xn, rstd, T, F, dx);
     }
 };
 
 /// @brief RMSNorm over the last axis: x / sqrt(mean(x^2) + eps) * gain.
-class rms_norm : public detail::norm_layer<rms_norm> {
+/// @tparam Policy fp32 (trains) or frozen<fp32> (forward only, no state kept for backward).
+template <class Policy = fp32>
+class basic_rms_norm : public detail::norm_layer<basic_rms_norm<Policy>, Policy> {
+    using base = detail::norm_layer<basic_rms_norm<Policy>, Policy>;
+
 public:
-    explicit rms_norm(std::size_t features, bool affine = true, float eps = 1e-6f)
-        : norm_layer(features, affine, eps, false) {}
+    template <class T>
+    using transform = basic_rms_norm<fixed_policy_t<T>>;
+    explicit basic_rms_norm(std::size_t features, bool affine = true, float eps = 1e-6f)
+        : base(features, affine, eps, false) {}
+    template <class Q>
+    explicit basic_rms_norm(const basic_rms_norm<Q>& other) : base(other) {}
     static constexpr const char* kind() { return "rms_norm"; }
 
-    void forward(const tensor& x, tensor& y) {
-        const std::size_t T = detail::token_count(x, features_, "rms_norm");
-        detail::shape_like(xn_, x, features_);
-        rstd_.resize(T);
-        const float* in = x.data();
-        float* out = xn_.data();
+    static void normalize(const float* x, std::size_t T, std::size_t F, float eps, float* xn, float* rstd) {
         for (std::size_t t = 0; t < T; ++t) {
             double s2 = 0;
-            for (std::size_t k = 0; k < features_; ++k) s2 += double(in[t * features_ + k]) * in[t * features_ + k];
-            const float r = float(1.0 / std::sqrt(s2 / double(features_) + double(eps_)));
-            rstd_[t] = r;
-            for (std::size_t k = 0; k < features_; ++k) out[t * features_ + k] = in[t * features_ + k] * r;
+            for (std::size_t k = 0; k < F; ++k) s2 += double(x[t * F + k]) * x[t * F + k];
+            const float r = float(1.0 / std::sqrt(s2 / double(F) + double(eps)));
+            rstd[t] = r;
+            for (std::size_t k = 0; k < F; ++k) xn[t * F + k] = x[t * F + k] * r;
         }
-        y = xn_;
-        affine_.apply(y.data(), T);
     }
-    tensor forward(const tensor& x) {
-        tensor y;
-        forward(x, y);
-        return y;
-    }
-
-    tensor backward(const tensor& grad_output) {
-        detail::require(grad_output.shape() == xn_.shape(), "rms_norm: expected output gradient of shape ",
-                        detail::shape_string(xn_.shape()), ", got ", detail::shape_string(grad_output.shape()));
-        const std::size_t T = rstd_.size();
-        tensor dx(detail::to_shape(xn_.shape()));
-        float* d = dx.data();
-        affine_.backward(grad_output.data(), xn_.data(), T, d);
-        const float* xn = xn_.data();
+    /// dx = rstd * (dxn - xn * mean(dxn * xn)) per token (@p dx may alias @p dxn).
+    static void normalize_backward(const float* dxn, const float* xn, const float* rstd, std::size_t T, std::size_t F,
+                                   float* dx) {
         for (std::size_t t = 0; t < T; ++t) {
             double s = 0;
-            for (std::size_t k = 0; k < features_; ++k) s += double(d[t * features_ + k]) * xn[t * features_ + k];
-            const float m = float(s / double(features_));
-            for (std::size_t k = 0; k < features_; ++k) {
-                const std::size_t i = t * features_ + k;
-                d[i] = rstd_[t] * (d[i] - xn[i] * m);
+            for (std::size_t k = 0; k < F; ++k) s += double(dxn[t * F + k]) * xn[t * F + k];
+            const float m = float(s / double(F));
+            for (std::size_t k = 0; k < F; ++k) {
+                const std::size_t i = t * F + k;
+                dx[i] = rstd[t] * (dxn[i] - xn[i] * m);
             }
         }
-        return dx;
     }
 };
+
+/// @brief The norms that train (their frozen forms are basic_layer_norm<frozen<fp32>> and
+/// basic_rms_norm<frozen<fp32>>).
+using layer_norm = basic_layer_norm<>;
+using rms_norm = basic_rms_norm<>;
 
 }  // namespace tern

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "../io/layer_io.hpp"
+#include "../policy.hpp"
 #include "../tensor.hpp"
 #include "../threads.hpp"
 
@@ -110,22 +111,34 @@ protected:
 /// The gradient goes to the first maximal element of each window.
 /// @throws tern::error for kernel 0, padding above kernel / 2, a non-NCHW input or one smaller
 ///         than the window.
-class max_pool2d : public detail::pool_window {
+/// @tparam Policy fp32 (trains: keeps each window's winner for backward) or frozen<fp32>.
+template <class Policy = fp32>
+class basic_max_pool2d : public detail::pool_window {
+    static_assert(fixed_precision_policy<Policy>, "tern::basic_max_pool2d: Policy must be tern::fp32 or tern::frozen<tern::fp32>");
+
 public:
+    static constexpr bool trainable = trainable_policy<Policy>;
+    template <class T>
+    using transform = basic_max_pool2d<fixed_policy_t<T>>;
+
     /// @param stride  0 means "equal to the kernel size" (non-overlapping windows).
-    explicit max_pool2d(std::size_t kernel, std::size_t stride = 0, std::size_t padding = 0)
+    explicit basic_max_pool2d(std::size_t kernel, std::size_t stride = 0, std::size_t padding = 0)
         : pool_window("max_pool2d", kernel, stride, padding) {}
+    template <class Q>
+    explicit basic_max_pool2d(const basic_max_pool2d<Q>& other)
+        : pool_window("max_pool2d", other.kernel_size(), other.stride(), other.padding()) {}
 
     tensor forward(const tensor& x) {
         begin(x);
         tensor y(shape_t{N_, C_, Ho_, Wo_});
-        argmax_.resize(y.size());
+        if constexpr (trainable) argmax_.resize(y.size());
         const float* xs = x.data();
         float* ys = y.data();
         for_planes([&](std::size_t plane) {
             const float* in = xs + plane * H_ * W_;
             float* out = ys + plane * Ho_ * Wo_;
-            std::uint32_t* arg = argmax_.data() + plane * Ho_ * Wo_;
+            std::uint32_t* arg = nullptr;
+            if constexpr (trainable) arg = argmax_.data() + plane * Ho_ * Wo_;
             if (k_ == 2 && s_ == 2 && p_ == 0) {  // the common 2x2 pool: no window arithmetic
                 forward_2x2(in, out, arg);
                 return;
@@ -147,14 +160,16 @@ public:
                             }
                         }
                     out[oh * Wo_ + ow] = in[where];
-                    arg[oh * Wo_ + ow] = std::uint32_t(where);
+                    if constexpr (trainable) arg[oh * Wo_ + ow] = std::uint32_t(where);
                 }
             }
         });
         return y;
     }
 
-    tensor backward(const tensor& grad_output) {
+    tensor backward(const tensor& grad_output)
+        requires trainable
+    {
         check_grad(grad_output);
         tensor dx = zeros({N_, C_, H_, W_});
         const float* gs = grad_output.data();
@@ -170,17 +185,36 @@ public:
 
     std::string describe() const { return pool_window::describe(); }
     static constexpr const char* kind() { return "max_pool2d"; }
-    static max_pool2d load(const layer_reader& r) {
-        return max_pool2d(r.size_field("kernel", 1, 4096), r.size_field("stride", 1, 4096), r.size_field("padding", 0, 4096));
+    static basic_max_pool2d load(const layer_reader& r) {
+        return basic_max_pool2d(r.size_field("kernel", 1, 4096), r.size_field("stride", 1, 4096), r.size_field("padding", 0, 4096));
     }
 
 private:
     /// forward for kernel 2, stride 2, no padding: the same strict first-maximum-wins scan over
     /// (h, w) in order as the general loop, written branch-free so it vectorizes.
     void forward_2x2(const float* in, float* out, std::uint32_t* arg) const {
-        for (std::size_t oh = 0; oh < Ho_; ++oh)
-            max_2x2_row(in + 2 * oh * W_, in + (2 * oh + 1) * W_, out + oh * Wo_, arg + oh * Wo_,
-                        std::uint32_t(2 * oh * W_), std::uint32_t(W_), Wo_);
+        for (std::size_t oh = 0; oh < Ho_; ++oh) {
+            if constexpr (trainable)
+                max_2x2_row(in + 2 * oh * W_, in + (2 * oh + 1) * W_, out + oh * Wo_, arg + oh * Wo_,
+                            std::uint32_t(2 * oh * W_), std::uint32_t(W_), Wo_);
+            else max_2x2_values(in + 2 * oh * W_, in + (2 * oh + 1) * W_, out + oh * Wo_, Wo_);
+        }
+    }
+    /// The frozen form: the same scan without recording the winner's position (NaN and -inf
+    /// windows give the first element, as max_2x2_row does).
+    static void max_2x2_values(const float* __restrict r0, const float* __restrict r1, float* __restrict out,
+                               std::size_t Wo) {
+        for (std::size_t ow = 0; ow < Wo; ++ow) {
+            const float v[4] = {r0[2 * ow], r0[2 * ow + 1], r1[2 * ow], r1[2 * ow + 1]};
+            float best = -std::numeric_limits<float>::infinity();
+            bool any = false;
+            for (float x : v) {
+                const bool take = x > best;
+                best = take ? x : best;
+                any = any || take;
+            }
+            out[ow] = any ? best : v[0];
+        }
     }
 
     static void max_2x2_row(const float* __restrict r0, const float* __restrict r1, float* __restrict out,
@@ -204,8 +238,12 @@ private:
         }
     }
 
-    std::vector<std::uint32_t> argmax_;  // index of the winner within its H x W plane
+    // What backward needs (training only): the index of each window's winner in its H x W plane.
+    [[no_unique_address]] training_only<Policy, std::vector<std::uint32_t>> argmax_{};
 };
+
+/// @brief Max pooling that trains (frozen: basic_max_pool2d<frozen<fp32>>).
+using max_pool2d = basic_max_pool2d<>;
 
 /// @brief Average pooling over k x k windows of NCHW images (PyTorch's nn.AvgPool2d with its
 /// default count_include_pad=true: padded zeros count, every window is divided by k*k).
@@ -275,16 +313,29 @@ public:
 /// @brief Global average pooling: [B, C, H, W] -> [B, C], the mean of each channel plane
 /// (the input of a ResNet's classifier).
 /// @throws tern::error for an input that is not [B, C, H, W] with H, W >= 1.
-class global_avg_pool2d {
+/// @tparam Policy fp32 (trains: keeps the input shape) or frozen<fp32> (forward only).
+template <class Policy = fp32>
+class basic_global_avg_pool2d {
+    static_assert(fixed_precision_policy<Policy>,
+                  "tern::basic_global_avg_pool2d: Policy must be tern::fp32 or tern::frozen<tern::fp32>");
+
 public:
     static constexpr bool parameter_free = true;
+    static constexpr bool trainable = trainable_policy<Policy>;
+    template <class T>
+    using transform = basic_global_avg_pool2d<fixed_policy_t<T>>;
+    basic_global_avg_pool2d() = default;
+    template <class Q>
+    explicit basic_global_avg_pool2d(const basic_global_avg_pool2d<Q>&) {}
+
     tensor forward(const tensor& x) {
         detail::require(x.dimension() == 4 && x.shape()[2] > 0 && x.shape()[3] > 0,
                         "global_avg_pool2d: expected input [B, C, H, W] (NCHW) with H, W >= 1, got shape ",
                         detail::shape_string(x.shape()));
-        input_shape_ = detail::to_shape(x.shape());
-        const std::size_t planes = input_shape_[0] * input_shape_[1], area = input_shape_[2] * input_shape_[3];
-        tensor y(shape_t{input_shape_[0], input_shape_[1]});
+        const shape_t in_shape = detail::to_shape(x.shape());
+        if constexpr (trainable) input_shape_ = in_shape;
+        const std::size_t planes = in_shape[0] * in_shape[1], area = in_shape[2] * in_shape[3];
+        tensor y(shape_t{in_shape[0], in_shape[1]});
         const float* xs = x.data();
         float* ys = y.data();
         for (std::size_t p = 0; p < planes; ++p) {
@@ -296,7 +347,9 @@ public:
         return y;
     }
 
-    tensor backward(const tensor& grad_output) {
+    tensor backward(const tensor& grad_output)
+        requires trainable
+    {
         detail::require(input_shape_.size() == 4, "global_avg_pool2d: backward called before forward");
         const shape_t expected{input_shape_[0], input_shape_[1]};
         detail::require(detail::to_shape(grad_output.shape()) == expected,
@@ -313,11 +366,14 @@ public:
     std::string describe() const { return "global_avg_pool2d"; }
     static constexpr const char* kind() { return "global_avg_pool2d"; }
     nlohmann::json config() const { return {{"kind", kind()}}; }
-    static global_avg_pool2d load(const layer_reader&) { return global_avg_pool2d{}; }
+    static basic_global_avg_pool2d load(const layer_reader&) { return basic_global_avg_pool2d{}; }
     feature_info propagate(feature_info, const std::string&) const { return {}; }
 
 private:
-    shape_t input_shape_;
+    [[no_unique_address]] training_only<Policy, shape_t> input_shape_{};
 };
+
+/// @brief Global average pooling that trains (frozen: basic_global_avg_pool2d<frozen<fp32>>).
+using global_avg_pool2d = basic_global_avg_pool2d<>;
 
 }  // namespace tern

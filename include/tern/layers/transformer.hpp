@@ -29,10 +29,10 @@ namespace tern {
 /// @brief Which normalization a transformer uses.
 enum class norm_kind { rms, layer };
 
-/// @brief The norm layer of a kind: rms_norm or layer_norm, with a gain (and LayerNorm's bias),
-/// eps 1e-5 (PyTorch's default).
-template <norm_kind Kind>
-using norm_layer_t = std::conditional_t<Kind == norm_kind::rms, rms_norm, layer_norm>;
+/// @brief The norm layer of a kind: rms_norm or layer_norm (basic_rms_norm<Policy> or
+/// basic_layer_norm<Policy>; Policy fp32 or frozen<fp32>).
+template <norm_kind Kind, class Policy = fp32>
+using norm_layer_t = std::conditional_t<Kind == norm_kind::rms, basic_rms_norm<Policy>, basic_layer_norm<Policy>>;
 
 /// @brief The architecture of a decoder LM, fixed at compile time: a template argument of
 /// decoder_block and decoder_lm, so no branch on it remains inside the model, and a model type
@@ -100,7 +100,7 @@ public:
     using attention_type =
         causal_self_attention<detail::valid_policy_t<Policy>, detail::valid_bits<ActBits>, Design.positions>;
     using mlp_type = mlp_block<detail::valid_policy_t<Policy>, detail::valid_bits<ActBits>, Design.mlp>;
-    using norm_type = norm_layer_t<Design.norm>;
+    using norm_type = norm_layer_t<Design.norm, fixed_policy_of<Policy>>;
     template <class T>
     using transform = decoder_block<typename T::template apply<Policy>, ActBits, Design>;
 
@@ -347,7 +347,10 @@ public:
         Design.quantized_head, linear<detail::valid_policy_t<Policy>, detail::valid_bits<ActBits>>,
         std::conditional_t<trainable, pinned<linear<fp32>>, linear<frozen<fp32>>>>;
     /// The learned position table, or nothing with rotary positions.
-    using positions_type = std::conditional_t<learned_positions_table, learned_positions, detail::empty>;
+    using positions_type = std::conditional_t<learned_positions_table,
+                                              basic_learned_positions<fixed_policy_of<Policy>>, detail::empty>;
+    /// The token embedding: full precision, trained with the model or frozen with it.
+    using embedding_type = basic_embedding<fixed_policy_of<Policy>>;
 
     explicit decoder_lm(const lm_config& c)
         requires trainable
@@ -494,11 +497,11 @@ public:
         }
         const auto read_positions = [&]() -> positions_type {
             if constexpr (learned_positions_table)
-                return learned_positions::from_table(r.f32("pos.weight", {c.context, c.d_model}));
+                return positions_type::from_table(r.f32("pos.weight", {c.context, c.d_model}));
             else return {};
         };
         // Read in file order (function arguments have no evaluation order): the first error names the first bad tensor.
-        embedding tok = embedding::from_table(r.f32("tok.weight", {c.vocab, c.d_model}));
+        embedding_type tok = embedding_type::from_table(r.f32("tok.weight", {c.vocab, c.d_model}));
         positions_type pos = read_positions();
         head_type head = head_type::load(r.sub("head"), c.d_model, c.vocab, false);
         decoder_lm m(c, std::move(tok), std::move(pos), std::move(head));
@@ -586,7 +589,7 @@ public:
 
     /// The sizes and kinds the model was built with.
     const lm_config& settings() const { return cfg_; }
-    const embedding& token_embedding() const { return tok_; }
+    const embedding_type& token_embedding() const { return tok_; }
     /// The learned position table (learned positions only).
     const positions_type& position_table() const { return pos_; }
     const std::vector<block_type>& blocks() const { return blocks_; }
@@ -596,11 +599,11 @@ public:
 
 private:
     /// For load: the configuration, token table, positions and head; blocks and norm are filled in.
-    decoder_lm(const lm_config& c, embedding tok, positions_type pos, head_type head)
+    decoder_lm(const lm_config& c, embedding_type tok, positions_type pos, head_type head)
         : cfg_(c), tok_(std::move(tok)), pos_(std::move(pos)), norm_(make_norm(c.d_model)), head_(std::move(head)) {}
 
     static positions_type make_positions(const lm_config& c) {
-        if constexpr (learned_positions_table) return learned_positions(c.context, c.d_model);
+        if constexpr (learned_positions_table) return positions_type(c.context, c.d_model);
         else return {};
     }
     static norm_type make_norm(std::size_t features) { return norm_type(features, true, norm_eps); }
@@ -626,7 +629,7 @@ private:
     }
 
     lm_config cfg_;
-    embedding tok_;
+    embedding_type tok_;
     [[no_unique_address]] positions_type pos_;
     std::vector<block_type> blocks_;
     norm_type norm_;
