@@ -13,17 +13,26 @@
 
 namespace tern_bench {
 
-/// The "model name" of /proc/cpuinfo (Linux), or "unknown" where there is none.
-inline std::string cpu_model() {
+/// The value of the first "<key>" line of /proc/cpuinfo (Linux), or "" where there is none.
+inline std::string cpuinfo_field(const std::string& key) {
     std::ifstream in("/proc/cpuinfo");
     for (std::string line; std::getline(in, line);) {
-        if (line.rfind("model name", 0) != 0) continue;
         const auto colon = line.find(':');
-        if (colon == std::string::npos) break;
+        if (colon == std::string::npos || line.find_last_not_of(" \t", colon - 1) + 1 != key.size() ||
+            line.compare(0, key.size(), key) != 0)
+            continue;
         const auto start = line.find_first_not_of(' ', colon + 1);
-        return start == std::string::npos ? "unknown" : line.substr(start);
+        return start == std::string::npos ? "" : line.substr(start);
     }
-    return "unknown";
+    return "";
+}
+
+/// "model name (family F, model M)": a virtual machine may name only "AMD EPYC", and the family
+/// tells the class apart (25: Zen 3/4, 26: Zen 5).
+inline std::string cpu_model() {
+    const std::string name = cpuinfo_field("model name");
+    if (name.empty()) return "unknown";
+    return name + " (family " + cpuinfo_field("cpu family") + ", model " + cpuinfo_field("model") + ")";
 }
 
 /// The 1, 5 and 15 minute load averages of /proc/loadavg, or "unknown".
