@@ -133,9 +133,10 @@ TERN_PACKED_TARGET_AVX2 inline void kernel_avx2_gemv(const std::uint8_t* w, std:
 /// @p row, token t's activations at q0 + t * ldq (tokens 4-7 from q4 = q0 + 4 * ldq); the products
 /// add to the int16 accumulators @p acc. One asm loop, because GCC, given the same steps as
 /// intrinsics, keeps half of the accumulators in memory across blocks (a store and a reload of
-/// each on every block).
+/// each on every block). AT&T syntax, GCC's and Clang's default (not for -masm=intel).
 TERN_PACKED_TARGET_AVX2 inline void avx2_row_8tokens(const std::uint8_t* row, std::size_t n, const std::int8_t* q0,
                                                      std::size_t ldq, __m256i m3, __m256i (&acc)[8]) {
+    static_assert(tile_bytes == 128 && block_weights == 128, "the asm steps 128 bytes per block on both sides");
     const std::int8_t* q4 = q0 + 4 * ldq;
     __m256i a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3], a4 = acc[4], a5 = acc[5], a6 = acc[6], a7 = acc[7];
     __m256i x, u, p;
