@@ -169,12 +169,18 @@ inline constexpr int avx2_tile_tokens = 8;
 /// vpaddw per 32 weights and token) for up to avx2_int16_blocks blocks before one vpmaddwd per
 /// token widens them. Against a per-token widening this saves a fifth of the multiplier work
 /// (vpmaddwd shares the multiply ports with vpmaddubsw). Full tiles run the asm loop above;
-/// partial ones (the last T mod 8 tokens) the same steps in intrinsics.
+/// partial ones (the last T mod 8 tokens) the same steps in intrinsics, at most 4 tokens at once.
 template <int TT>
 TERN_PACKED_TARGET_AVX2 inline void avx2_gemm_tile(const std::uint8_t* wg, std::size_t nb, const std::int8_t* q,
                                                    std::size_t ldq, const std::int32_t* sum_q, std::int32_t* out,
                                                    std::size_t ldd) {
     static_assert(TT >= 1 && TT <= avx2_tile_tokens, "one tile holds 1 to 8 tokens");
+    if constexpr (TT > 4 && TT < avx2_tile_tokens) {
+        // 5-7 tokens as 4 + the rest: GCC spills the intrinsics' accumulators beyond 4 tokens.
+        avx2_gemm_tile<4>(wg, nb, q, ldq, sum_q, out, ldd);
+        avx2_gemm_tile<TT - 4>(wg, nb, q + 4 * ldq, ldq, sum_q + 4, out + 4 * ldd, ldd);
+        return;
+    }
     const __m256i m3 = _mm256_set1_epi8(3);
     const __m256i ones = _mm256_set1_epi16(1);
     __m256i wide[group_rows][TT];  // int32 sums per row and token
