@@ -19,6 +19,7 @@
 #include "tern/layers/conv2d.hpp"
 #include "tern/layers/pooling.hpp"
 #include "tern/tern.hpp"
+#include "bench_machine.hpp"
 
 namespace {
 
@@ -106,6 +107,7 @@ int main(int argc, char** argv) {
         const auto repeats = std::size_t(args.integer("repeats", 1, 1, 100, "timed runs (the median is reported)"));
         const std::string dir = args.value("data", "/usr/share/datasets/fashion-mnist", "Fashion-MNIST IDX directory");
         if (!args.finish()) return 0;
+        tern_bench::print_machine("bench_cnn_train");
         tern::set_num_threads(threads);
         auto data = tern::data::load_mnist_dir(dir, true);
         const std::size_t n = data.size();

@@ -11,6 +11,7 @@
 
 #include "tern/kernels/gemm.hpp"
 #include "tern/threads.hpp"
+#include "bench_machine.hpp"
 
 #if defined(TERN_BENCH_HAVE_BLAS)
 extern "C" void cblas_sgemm(int order, int trans_a, int trans_b, int M, int N, int K, float alpha, const float* A,
@@ -65,6 +66,7 @@ timings median_seconds(FnA&& a, FnB&& b) {
 }  // namespace
 
 int main() {
+    tern_bench::print_machine("bench_gemm");
     const bench_shape shapes[] = {
         {"mlp_fwd_x.Wt", false, true, 128, 256, 784, 0.0f},   // x[128x784] . W^T, W is 256x784
         {"mlp_dW_gt.x", true, false, 256, 784, 128, 1.0f},    // dW += g^T . x

@@ -41,6 +41,7 @@
 #include <tern/random.hpp>
 #include <tern/sequential.hpp>
 #include <tern/threads.hpp>
+#include "bench_machine.hpp"
 
 namespace {
 
@@ -118,6 +119,7 @@ int main(int argc, char** argv) {
     }
     tern::set_num_threads(1);
     tern::manual_seed(1);
+    tern_bench::print_machine("bench_inference");
 
     // Test images (standardized as examples/mlp does), or random inputs when the data set is absent.
     tern::data::dataset train, test;

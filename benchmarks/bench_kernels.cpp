@@ -4,6 +4,10 @@
 // timed runs after a warm-up. GEMV: G weights/s (N*K per call / time); GEMM: G multiply-adds/s
 // (N*K*T / time). Activation quantization is timed separately and excluded from the GEMV/GEMM
 // figures (the BLAS baselines get float activations for free as well).
+// Then alternating samples (every side timed in turn, 15 rounds, median and range): GEMM T=64
+// against the same path's one-token GEMV (weight reuse), 1 against 2 threads, and the GEMV at
+// smaller shapes. Run `TERN_KERNEL_PATH=avx2 bench_kernels` to make the AVX2 path the default
+// one: the smaller GEMVs run on it (every path this CPU has is measured in the tables either way).
 // The last line of output is one JSON object.
 
 #include <algorithm>
@@ -21,6 +25,7 @@
 #include <tern/packed/packed_matrix.hpp>
 #include <tern/packed/ternary_gemm.hpp>
 #include <tern/threads.hpp>
+#include "bench_machine.hpp"
 
 #if defined(TERN_BENCH_HAVE_BLAS)
 extern "C" {
@@ -147,8 +152,52 @@ rate measure(const std::function<void()>& fn, double work, int runs = 11) {
     return {work / t * 1e-9, work / last_min * 1e-9};
 }
 
+/// One side of an alternating comparison: a call, its thread count and its work per call.
+struct contender {
+    std::string label;
+    std::size_t threads;
+    double work;
+    std::function<void()> fn;
+};
+
+/// Rates of @p sides in G units per second: @p rounds rounds, each timing one sample (enough
+/// calls for ~5 ms) of every side in turn, so that all sides see the same load on a shared
+/// machine. Prints the median and the range (slowest-fastest sample) of each side.
+std::vector<double> alternate(std::vector<contender>& sides, int rounds = 15) {
+    using clock = std::chrono::steady_clock;
+    std::vector<int> reps;
+    for (auto& c : sides) {
+        tern::set_num_threads(c.threads);
+        for (int i = 0; i < 3; ++i) c.fn();
+        const auto t0 = clock::now();
+        c.fn();
+        const double once = std::chrono::duration<double>(clock::now() - t0).count();
+        reps.push_back(std::max(1, int(0.005 / std::max(once, 1e-9))));
+    }
+    std::vector<std::vector<double>> rates(sides.size());
+    for (int r = 0; r < rounds; ++r)
+        for (std::size_t i = 0; i < sides.size(); ++i) {
+            tern::set_num_threads(sides[i].threads);
+            sides[i].fn();  // wakes the pool after the resize
+            const auto t0 = clock::now();
+            for (int k = 0; k < reps[i]; ++k) sides[i].fn();
+            const double sec = std::chrono::duration<double>(clock::now() - t0).count() / reps[i];
+            rates[i].push_back(sides[i].work / sec * 1e-9);
+        }
+    std::vector<double> medians;
+    for (std::size_t i = 0; i < sides.size(); ++i) {
+        auto& v = rates[i];
+        std::sort(v.begin(), v.end());
+        medians.push_back(v[v.size() / 2]);
+        std::printf("%-44s %2zu thread%s %9.1f  (range %.1f-%.1f)\n", sides[i].label.c_str(), sides[i].threads,
+                    sides[i].threads > 1 ? "s" : " ", medians.back(), v.front(), v.back());
+    }
+    return medians;
+}
+
 struct results {
     std::map<std::string, rate> gemv, gemm8, gemm64;  // by path: G weights/s, G multiply-adds/s
+    std::map<std::string, rate> gemm64_quant;          // GEMM T=64 with its activation quantization timed
     rate sgemv, sgemm8, sgemm64, int8;
     double quant_ns = 0;
 };
@@ -156,6 +205,7 @@ struct results {
 }  // namespace
 
 int main() {
+    tern_bench::print_machine("bench_kernels");
     const std::size_t N = 2048, K = 2048;
     std::mt19937 rng(42);
     std::uniform_int_distribution<int> tern_dist(-1, 1);
@@ -173,6 +223,7 @@ int main() {
     std::vector<std::int32_t> yi(N);
     const float s_w = 1.0f;
 
+    auto ratio = [](double a, double b) { return b > 0 ? a / b : 0.0; };
     std::vector<kernel_path> paths;
     for (auto p : {kernel_path::scalar, kernel_path::avx2, kernel_path::avxvnni, kernel_path::avx512vnni})
         if (kernel_path_available(p)) paths.push_back(p);
@@ -197,6 +248,14 @@ int main() {
             if (p == kernel_path::scalar) continue;
             r.gemm8[name] = measure([&] { ternary_gemm(W, q8, s_w, y.data(), nullptr, p); }, nk * 8);
             r.gemm64[name] = measure([&] { ternary_gemm(W, q64, s_w, y.data(), nullptr, p); }, nk * 64);
+            // As llama.cpp's matrix-multiply benchmark counts TQ2_0: float activations in, quantized per call.
+            quantized_activations qa;
+            r.gemm64_quant[name] = measure(
+                [&] {
+                    quantize_activations(x64.data(), 64, K, K, qa, true);
+                    ternary_gemm(W, qa, s_w, y.data(), nullptr, p);
+                },
+                nk * 64);
         }
         {
             quantized_activations qa;
@@ -243,7 +302,6 @@ int main() {
         sink = sink + y[0];
     }
 
-    auto ratio = [](double a, double b) { return b > 0 ? a / b : 0.0; };
     auto row = [](const std::string& label, const rate& v, const char* unit) {
         std::printf("%-36s %9.1f  [%7.1f]  %s\n", label.c_str(), v.med, v.best, unit);
     };
@@ -256,14 +314,58 @@ int main() {
         for (auto& [name, v] : r.gemm8) row("ternary GEMM T=8 " + name, v, "G MAC/s");
         row("OpenBLAS sgemm T=8", r.sgemm8, "G MAC/s");
         for (auto& [name, v] : r.gemm64) row("ternary GEMM T=64 " + name, v, "G MAC/s");
+        for (auto& [name, v] : r.gemm64_quant) row("  + activation quantization " + name, v, "G MAC/s");
         row("OpenBLAS sgemm T=64", r.sgemm64, "G MAC/s");
         std::printf("%-36s %9.0f  ns/token (K=%zu, normalization included)\n", "activation quantization",
                     r.quant_ns, K);
+        for (auto& [name, v] : r.gemm64)
+            std::printf("weight reuse, %s: GEMM T=64 / the same path's one-token GEMV = %.2f (medians)\n", name.c_str(),
+                        ratio(v.med, r.gemv[name].med));
         std::printf("ratios of medians (%s): GEMV/sgemv %.2f, GEMV/int8 %.2f, GEMM8/sgemm %.2f, GEMM64/sgemm %.2f\n",
                     bname.c_str(), ratio(r.gemv[bname].med, r.sgemv.med), ratio(r.gemv[bname].med, r.int8.med),
                     ratio(r.gemm8[bname].med, r.sgemm8.med), ratio(r.gemm64[bname].med, r.sgemm64.med));
     }
 
+    // Alternating samples: weight reuse (GEMM T=64 against the same path's one-token GEMV) and what
+    // a second thread brings, per path; then the GEMV at smaller shapes, where threads may not pay.
+    std::printf("\n== alternating samples, %d rounds: median (range) ==\n", 15);
+    std::map<std::string, std::vector<double>> alt;
+    for (kernel_path p : paths) {
+        if (p == kernel_path::scalar) continue;
+        const std::string name = kernel_path_name(p);
+        std::vector<contender> sides;
+        for (std::size_t threads : {1, 2}) {
+            sides.push_back({"GEMV " + name + " (G weights/s)", threads, nk,
+                             [&, p] { ternary_gemm(W, q1, s_w, y.data(), nullptr, p); }});
+            sides.push_back({"GEMM T=64 " + name + " (G MAC/s)", threads, nk * 64,
+                             [&, p] { ternary_gemm(W, q64, s_w, y.data(), nullptr, p); }});
+        }
+        const auto m = alternate(sides);
+        alt[name] = m;
+        std::printf("  %s: GEMM64/GEMV %.2f at 1 thread; 2 threads / 1: GEMV %.2f, GEMM64 %.2f\n", name.c_str(),
+                    ratio(m[1], m[0]), ratio(m[2], m[0]), ratio(m[3], m[1]));
+    }
+    for (std::size_t n : {256, 512, 1024}) {
+        std::vector<std::int8_t> ws(n * n);
+        for (auto& v : ws) v = static_cast<std::int8_t>(tern_dist(rng));
+        const packed_matrix Ws(ws, n, n);
+        const auto qs = quantize_activations(x64.data(), 1, n, true);
+        const double work = double(n) * double(n);
+        std::vector<contender> sides;
+        for (std::size_t threads : {1, 2})
+            sides.push_back({"GEMV " + std::to_string(n) + "x" + std::to_string(n) + " " + active_kernel_path_name() + " (G weights/s)",
+                             threads, work, [&] { ternary_gemm(Ws, qs, s_w, y.data(), nullptr); }});
+        const auto m = alternate(sides);
+        std::printf("  %zux%zu (%.2g multiply-adds, %s): 2 threads / 1 = %.2f\n", n, n, work,
+                    work < detail::parallel_grain ? "below parallel_grain: 1 thread either way" : "split over threads",
+                    ratio(m[1], m[0]));
+    }
+    tern::set_num_threads(1);
+
+    // Ratio of two alternating medians of a path (0 where the path was not measured).
+    auto alt_ratio = [&](const std::string& path, std::size_t a, std::size_t b) {
+        return alt.count(path) ? ratio(alt[path][a], alt[path][b]) : 0.0;
+    };
     results& r1 = all[1];
     results& r2 = all[2];
     std::printf(
@@ -273,13 +375,17 @@ int main() {
         "\"gemm64_gmacs_per_s\": %.2f, \"sgemm64_gmacs_per_s\": %.2f, \"gemm64_ratio_vs_sgemm\": %.2f, "
         "\"gemv_best_run_gweights_per_s\": %.2f, \"gemv_avx2_gweights_per_s\": %.2f, "
         "\"gemv_scalar_gweights_per_s\": %.2f, \"quant_ns_per_token\": %.0f, \"gemv_2t_gweights_per_s\": %.2f, "
-        "\"gemv_2t_ratio_vs_sgemv\": %.2f, \"gemm8_2t_ratio_vs_sgemm\": %.2f, \"gemm64_2t_ratio_vs_sgemm\": %.2f}\n",
+        "\"gemv_2t_ratio_vs_sgemv\": %.2f, \"gemm8_2t_ratio_vs_sgemm\": %.2f, \"gemm64_2t_ratio_vs_sgemm\": %.2f, "
+        "\"alternating_gemm64_over_gemv\": %.2f, \"alternating_gemv_2t_over_1t\": %.2f, "
+        "\"alternating_gemm64_2t_over_1t\": %.2f, \"avx2_gemm64_gmacs_per_s\": %.2f, "
+        "\"avx2_alternating_gemm64_over_gemv\": %.2f}\n",
         bname.c_str(), r1.gemv[bname].med, r1.sgemv.med, r1.int8.med, ratio(r1.gemv[bname].med, r1.sgemv.med),
         ratio(r1.gemv[bname].med, r1.int8.med), r1.gemm8[bname].med, r1.sgemm8.med,
         ratio(r1.gemm8[bname].med, r1.sgemm8.med), r1.gemm64[bname].med, r1.sgemm64.med,
         ratio(r1.gemm64[bname].med, r1.sgemm64.med), r1.gemv[bname].best,
         r1.gemv.count("avx2") ? r1.gemv["avx2"].med : 0.0, r1.gemv["scalar"].med, r1.quant_ns, r2.gemv[bname].med,
         ratio(r2.gemv[bname].med, r2.sgemv.med), ratio(r2.gemm8[bname].med, r2.sgemm8.med),
-        ratio(r2.gemm64[bname].med, r2.sgemm64.med));
+        ratio(r2.gemm64[bname].med, r2.sgemm64.med), alt_ratio(bname, 1, 0), alt_ratio(bname, 2, 0),
+        alt_ratio(bname, 3, 1), r1.gemm64.count("avx2") ? r1.gemm64["avx2"].med : 0.0, alt_ratio("avx2", 1, 0));
     return 0;
 }

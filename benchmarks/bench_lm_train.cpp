@@ -18,6 +18,7 @@
 #include "tern/text/corpus.hpp"
 #include "tern/text/tokenizer.hpp"
 #include "tern/threads.hpp"
+#include "bench_machine.hpp"
 
 namespace {
 
@@ -81,6 +82,7 @@ int main(int argc, char** argv) {
         const auto threads = std::size_t(args.integer("threads", 2, 1, 1024, "threads"));
         const std::string text = args.value("text", "", "training text (default: `bible Gen1:1-Rev22:21`)");
         if (!args.finish()) return 0;
+        tern_bench::print_machine("bench_lm_train");
         tern::set_num_threads(threads);
         const std::string raw = text.empty() ? tern::text::read_command_output("bible Gen1:1-Rev22:21")
                                              : tern::text::read_file_bytes(text);

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "tern/tern.hpp"
+#include "bench_machine.hpp"
 
 namespace {
 
@@ -92,6 +93,7 @@ int main(int argc, char** argv) {
     }
     try {
         tern::set_num_threads(threads);
+        tern_bench::print_machine("bench_mlp_train");
         auto train = tern::data::load_mnist_dir(data_dir, true);
         std::printf("MLP 784-256-256-10, batch 128, Adam, %zu steps after 10 warm-up steps, %zu thread(s)\n", steps,
                     threads);

@@ -3,8 +3,10 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <random>
+#include <string>
 #include <vector>
 
 #include <tern/packed/activation_quant.hpp>
@@ -225,6 +227,31 @@ TEST_CASE("extreme inputs: all activations +-127 with all weights +-1", "[packed
     }
 }
 
+TEST_CASE("blocked GEMM tiles: partial token tiles, K past the int16 widening, odd rows", "[packed][gemm]") {
+    // Token counts around the 8-token tile and the 64-token chunk; K below, at and past the 16
+    // blocks (2048 weights) an AVX2 int16 sum holds before widening; rows not a multiple of 4.
+    std::mt19937 rng(11);
+    for (std::size_t N : {1, 6, 13}) {
+        for (std::size_t K : {100, 2048, 2049, 4096, 4300}) {
+            const auto w = random_ternary(N * K, rng);
+            for (std::size_t T : {7, 8, 9, 15, 16, 17, 63, 64, 65, 72}) {
+                if (K > 2049 && T != 9 && T != 65) continue;
+                check_all_paths(w, N, K, random_activations(T, K, rng));
+            }
+        }
+    }
+    // Worst case for the int16 sums of a full tile: every product +-254 over 16 blocks and more.
+    for (std::size_t K : {2048, 2176, 4096}) {
+        for (int wv : {-1, 1}) {
+            const std::vector<std::int8_t> w(5 * K, static_cast<std::int8_t>(wv));
+            for (int av : {-127, 127}) {
+                const auto a = fixed_activations(17, K, av);
+                check_all_paths(w, 5, K, a);
+            }
+        }
+    }
+}
+
 TEST_CASE("large layers use threads and stay exact", "[packed][gemm][threads]") {
     std::mt19937 rng(4);
     const std::size_t N = 1030, K = 1100;
@@ -349,7 +376,10 @@ TEST_CASE("path selection and forcing", "[packed][dispatch]") {
     CHECK(kernel_path_available(kernel_path::scalar));
     const kernel_path best = best_kernel_path();
     CHECK(kernel_path_available(best));
-    CHECK(active_kernel_path() == best);
+    // A run under TERN_KERNEL_PATH starts on the path it names.
+    const char* env = std::getenv("TERN_KERNEL_PATH");
+    const kernel_path start = env && *env ? kernel_path_from_name(env) : kernel_path::automatic;
+    CHECK(active_kernel_path() == (start == kernel_path::automatic ? best : start));
     force_kernel_path(kernel_path::scalar);
     CHECK(active_kernel_path() == kernel_path::scalar);
     CHECK(std::string(active_kernel_path_name()) == "scalar");
@@ -368,6 +398,34 @@ TEST_CASE("path selection and forcing", "[packed][dispatch]") {
     const auto wrong_k = fixed_activations(1, 5, 3);
     CHECK_THROWS_AS(ternary_gemm(W, wrong_k, 1.0f, y.data()), tern::error);
     WARN("best packed kernel path on this CPU: " << kernel_path_name(best));
+}
+
+TEST_CASE("TERN_KERNEL_PATH names the starting path", "[packed][dispatch]") {
+    for (auto p : {kernel_path::automatic, kernel_path::scalar, kernel_path::avx2, kernel_path::avxvnni,
+                   kernel_path::avx512vnni})
+        CHECK(kernel_path_from_name(kernel_path_name(p)) == p);
+    CHECK_THROWS_AS(kernel_path_from_name("sse9"), tern::error);
+    const char* before = std::getenv("TERN_KERNEL_PATH");
+    const std::string saved = before ? before : "";
+    ::unsetenv("TERN_KERNEL_PATH");
+    CHECK(detail::env_forced_path() == -1);
+    ::setenv("TERN_KERNEL_PATH", "scalar", 1);
+    CHECK(detail::env_forced_path() == int(kernel_path::scalar));
+    ::setenv("TERN_KERNEL_PATH", "automatic", 1);
+    CHECK(detail::env_forced_path() == -1);
+    ::setenv("TERN_KERNEL_PATH", "fastest", 1);
+    CHECK_THROWS_AS(detail::env_forced_path(), tern::error);
+    for (auto p : {kernel_path::avx2, kernel_path::avxvnni, kernel_path::avx512vnni}) {
+        ::setenv("TERN_KERNEL_PATH", kernel_path_name(p), 1);
+        if (kernel_path_available(p))
+            CHECK(detail::env_forced_path() == int(p));
+        else
+            CHECK_THROWS_AS(detail::env_forced_path(), tern::error);
+    }
+    if (before)
+        ::setenv("TERN_KERNEL_PATH", saved.c_str(), 1);
+    else
+        ::unsetenv("TERN_KERNEL_PATH");
 }
 
 // ---- lane_matrix: the narrow (tail) matrix with one row per SIMD lane ----

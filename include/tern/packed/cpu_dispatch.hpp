@@ -6,9 +6,14 @@
 /// function-level targets (`__attribute__((target(...)))`) and chosen at run time with
 /// `__builtin_cpu_supports`. On other architectures (ARM, ...) or other compilers only the
 /// portable scalar path exists. Every path gives bit-identical integer results.
+///
+/// A path can be forced for the whole program with the environment variable TERN_KERNEL_PATH
+/// (scalar, avx2, avxvnni, avx512vnni or automatic), e.g. to measure the AVX2 path on an AVX-512
+/// machine, or in code with force_kernel_path().
 
 #include <atomic>
 #include <cstdint>
+#include <cstdlib>
 #include <string>
 
 #include "../error.hpp"
@@ -76,15 +81,42 @@ inline const cpu_caps& caps() {
     return c;
 }
 
-/// The forced path (as int), or -1 for automatic. Global so tests and benchmarks can pin a path.
+}  // namespace detail
+
+/// @brief The path named @p name ("scalar", "avx2", "avxvnni", "avx512vnni" or "automatic").
+/// @throws tern::error on any other name.
+inline kernel_path kernel_path_from_name(const std::string& name) {
+    for (auto p : {kernel_path::automatic, kernel_path::scalar, kernel_path::avx2, kernel_path::avxvnni,
+                   kernel_path::avx512vnni})
+        if (name == kernel_path_name(p)) return p;
+    detail::fail("packed: unknown kernel path '", name, "' (expected scalar, avx2, avxvnni, avx512vnni or automatic)");
+}
+
+/// @brief Whether @p p can run on this CPU (scalar and automatic always can).
+inline bool kernel_path_available(kernel_path p);
+
+namespace detail {
+
+/// The path the environment variable TERN_KERNEL_PATH names (-1 when unset or "automatic"), so a
+/// whole program (a benchmark, an application) can be run on a lower path without recompiling.
+/// @throws tern::error on an unknown or unavailable path.
+inline int env_forced_path() {
+    const char* env = std::getenv("TERN_KERNEL_PATH");
+    if (env == nullptr || *env == '\0') return -1;
+    const kernel_path p = kernel_path_from_name(env);
+    require(kernel_path_available(p), "TERN_KERNEL_PATH: path '", env, "' is not supported by this CPU");
+    return static_cast<int>(p);
+}
+
+/// The forced path (as int), or -1 for automatic. Global so tests and benchmarks can pin a path;
+/// it starts as TERN_KERNEL_PATH says.
 inline std::atomic<int>& forced_path() {
-    static std::atomic<int> p{-1};
+    static std::atomic<int> p{env_forced_path()};
     return p;
 }
 
 }  // namespace detail
 
-/// @brief Whether @p p can run on this CPU (scalar and automatic always can).
 inline bool kernel_path_available(kernel_path p) {
     const auto& c = detail::caps();
     switch (p) {
@@ -97,7 +129,7 @@ inline bool kernel_path_available(kernel_path p) {
     return false;
 }
 
-/// @brief The fastest path this CPU supports, ignoring any forcing.
+/// @brief The fastest path this CPU supports, ignoring any forcing (and TERN_KERNEL_PATH).
 inline kernel_path best_kernel_path() {
     const auto& c = detail::caps();
     if (c.avx512vnni) return kernel_path::avx512vnni;
@@ -115,7 +147,8 @@ inline void force_kernel_path(kernel_path p) {
     detail::forced_path().store(static_cast<int>(p), std::memory_order_relaxed);
 }
 
-/// @brief The path a call with kernel_path::automatic uses now (forced or detected).
+/// @brief The path a call with kernel_path::automatic uses now: forced (by force_kernel_path or
+/// the environment variable TERN_KERNEL_PATH) or detected.
 inline kernel_path active_kernel_path() {
     const int f = detail::forced_path().load(std::memory_order_relaxed);
     return f < 0 ? best_kernel_path() : static_cast<kernel_path>(f);

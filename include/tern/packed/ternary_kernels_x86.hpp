@@ -82,7 +82,7 @@ TERN_PACKED_TARGET_AVX2 inline void kernel_avx2_gemv(const std::uint8_t* w, std:
                                                      std::size_t g1, const std::int8_t* q, std::size_t,
                                                      const std::int32_t* sum_q, std::size_t,
                                                      std::int32_t* dots, std::size_t) {
-    const __m256i m3 = _mm256_set1_epi8(3);
+    const __m256i m3 = _mm256_set1_epi8(3), m12 = _mm256_set1_epi8(12);
     const __m256i ones = _mm256_set1_epi16(1);
     for (std::size_t g = g0; g < g1; ++g) {
         const std::uint8_t* wg = w + g * nb * tile_bytes;
@@ -99,13 +99,16 @@ TERN_PACKED_TARGET_AVX2 inline void kernel_avx2_gemv(const std::uint8_t* w, std:
                 TERN_PACKED_UNROLL
                 for (int r = 0; r < 4; ++r) {
                     const __m256i x = load256(tile + 32 * r);
-                    // 16-bit shifts leak bits across bytes; the AND with 3 removes them.
-                    const __m256i p0 = _mm256_maddubs_epi16(_mm256_and_si256(x, m3), a0);
-                    const __m256i p1 = _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(x, 2), m3), a1);
-                    const __m256i p2 = _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(x, 4), m3), a2);
-                    const __m256i p3 = _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(x, 6), m3), a3);
-                    acc16[r] = _mm256_add_epi16(acc16[r],
-                                                _mm256_add_epi16(_mm256_add_epi16(p0, p1), _mm256_add_epi16(p2, p3)));
+                    // One shift instead of three: (x & 0x0C) is 4 * code 1 and ((x >> 4) & 0x0C)
+                    // 4 * code 3, so their products sum to 4x the true value (at most 4064 per
+                    // lane) and one exact arithmetic shift scales them back. The 16-bit shift
+                    // leaks bits across bytes; the ANDs remove them.
+                    const __m256i x4 = _mm256_srli_epi16(x, 4);
+                    const __m256i even = _mm256_add_epi16(_mm256_maddubs_epi16(_mm256_and_si256(x, m3), a0),
+                                                          _mm256_maddubs_epi16(_mm256_and_si256(x4, m3), a2));
+                    const __m256i odd4 = _mm256_add_epi16(_mm256_maddubs_epi16(_mm256_and_si256(x, m12), a1),
+                                                          _mm256_maddubs_epi16(_mm256_and_si256(x4, m12), a3));
+                    acc16[r] = _mm256_add_epi16(acc16[r], _mm256_add_epi16(even, _mm256_srai_epi16(odd4, 2)));
                 }
             }
             TERN_PACKED_UNROLL
@@ -115,49 +118,107 @@ TERN_PACKED_TARGET_AVX2 inline void kernel_avx2_gemv(const std::uint8_t* w, std:
     }
 }
 
-/// AVX2 batch: 2 rows x TT tokens of int32 accumulators; the int16 sum of one block is widened
-/// at once (16 accumulators would not fit the 16 ymm registers otherwise).
+// One sub-block of 8 tokens: unpack the row's next 32 codes (AND, then shift the rest down) and
+// add their products with each token's 32 activations at byte offset OFF.
+#define TERN_AVX2_SUB8(OFF, SHIFT)                                                              \
+    "vpand %[m3], %[x], %[u]\n\t" SHIFT                                                         \
+    "vpmaddubsw " OFF "(%[q0]), %[u], %[p]\n\tvpaddw %[p], %[a0], %[a0]\n\t"                    \
+    "vpmaddubsw " OFF "(%[q0],%[l],1), %[u], %[p]\n\tvpaddw %[p], %[a1], %[a1]\n\t"             \
+    "vpmaddubsw " OFF "(%[q0],%[l],2), %[u], %[p]\n\tvpaddw %[p], %[a2], %[a2]\n\t"             \
+    "vpmaddubsw " OFF "(%[q0],%[l3],1), %[u], %[p]\n\tvpaddw %[p], %[a3], %[a3]\n\t"            \
+    "vpmaddubsw " OFF "(%[q4]), %[u], %[p]\n\tvpaddw %[p], %[a4], %[a4]\n\t"                    \
+    "vpmaddubsw " OFF "(%[q4],%[l],1), %[u], %[p]\n\tvpaddw %[p], %[a5], %[a5]\n\t"             \
+    "vpmaddubsw " OFF "(%[q4],%[l],2), %[u], %[p]\n\tvpaddw %[p], %[a6], %[a6]\n\t"             \
+    "vpmaddubsw " OFF "(%[q4],%[l3],1), %[u], %[p]\n\tvpaddw %[p], %[a7], %[a7]\n\t"
+#define TERN_AVX2_SHIFT "vpsrlw $2, %[x], %[x]\n\t"
+
+/// One row against 8 tokens over @p n >= 1 blocks: the row's blocks lie tile_bytes apart from
+/// @p row, token t's activations at q0 + t * ldq (tokens 4-7 from q4 = q0 + 4 * ldq); the products
+/// add to the int16 accumulators @p acc. One asm loop, because GCC, given the same steps as
+/// intrinsics, keeps half of the accumulators in memory across blocks (a store and a reload of
+/// each on every block). AT&T syntax, GCC's and Clang's default (not for -masm=intel).
+TERN_PACKED_TARGET_AVX2 inline void avx2_row_8tokens(const std::uint8_t* row, std::size_t n, const std::int8_t* q0,
+                                                     std::size_t ldq, __m256i m3, __m256i (&acc)[8]) {
+    static_assert(tile_bytes == 128 && block_weights == 128, "the asm steps 128 bytes per block on both sides");
+    const std::int8_t* q4 = q0 + 4 * ldq;
+    __m256i a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3], a4 = acc[4], a5 = acc[5], a6 = acc[6], a7 = acc[7];
+    __m256i x, u, p;
+    __asm__(
+        "1:\n\t"
+        "vmovdqu (%[w]), %[x]\n\t"
+        TERN_AVX2_SUB8("0", TERN_AVX2_SHIFT) TERN_AVX2_SUB8("32", TERN_AVX2_SHIFT)
+        TERN_AVX2_SUB8("64", TERN_AVX2_SHIFT) TERN_AVX2_SUB8("96", "")
+        "add $128, %[w]\n\t"
+        "sub $-128, %[q0]\n\t"
+        "sub $-128, %[q4]\n\t"
+        "dec %[n]\n\t"
+        "jnz 1b\n\t"
+        : [a0] "+x"(a0), [a1] "+x"(a1), [a2] "+x"(a2), [a3] "+x"(a3), [a4] "+x"(a4), [a5] "+x"(a5), [a6] "+x"(a6),
+          [a7] "+x"(a7), [x] "=&x"(x), [u] "=&x"(u), [p] "=&x"(p), [w] "+r"(row), [q0] "+r"(q0), [q4] "+r"(q4),
+          [n] "+r"(n)
+        : [l] "r"(ldq), [l3] "r"(3 * ldq), [m3] "x"(m3)
+        : "cc", "memory");
+    acc[0] = a0, acc[1] = a1, acc[2] = a2, acc[3] = a3, acc[4] = a4, acc[5] = a5, acc[6] = a6, acc[7] = a7;
+}
+#undef TERN_AVX2_SUB8
+#undef TERN_AVX2_SHIFT
+
+/// Most tokens an AVX2 GEMM tile applies a row's unpacked codes to (8 int16 accumulators, the
+/// codes, the mask and a product: 12 of the 16 ymm registers).
+inline constexpr int avx2_tile_tokens = 8;
+
+/// AVX2 batch, register-blocked: each row of the group in turn, its codes unpacked once per
+/// sub-block and applied to TT tokens, whose products add up in int16 (one vpmaddubsw and one
+/// vpaddw per 32 weights and token) for up to avx2_int16_blocks blocks before one vpmaddwd per
+/// token widens them. Against a per-token widening this saves a fifth of the multiplier work
+/// (vpmaddwd shares the multiply ports with vpmaddubsw). Full tiles run the asm loop above;
+/// partial ones (the last T mod 8 tokens) the same steps in intrinsics, at most 4 tokens at once.
 template <int TT>
 TERN_PACKED_TARGET_AVX2 inline void avx2_gemm_tile(const std::uint8_t* wg, std::size_t nb, const std::int8_t* q,
                                                    std::size_t ldq, const std::int32_t* sum_q, std::int32_t* out,
                                                    std::size_t ldd) {
+    static_assert(TT >= 1 && TT <= avx2_tile_tokens, "one tile holds 1 to 8 tokens");
+    if constexpr (TT > 4 && TT < avx2_tile_tokens) {
+        // 5-7 tokens as 4 + the rest: GCC spills the intrinsics' accumulators beyond 4 tokens.
+        avx2_gemm_tile<4>(wg, nb, q, ldq, sum_q, out, ldd);
+        avx2_gemm_tile<TT - 4>(wg, nb, q + 4 * ldq, ldq, sum_q + 4, out + 4 * ldd, ldd);
+        return;
+    }
     const __m256i m3 = _mm256_set1_epi8(3);
     const __m256i ones = _mm256_set1_epi16(1);
-    __m256i acc[4][TT];
-    TERN_PACKED_UNROLL
-    for (int pair = 0; pair < 2; ++pair) {
-        __m256i a2[2][TT];
+    __m256i wide[group_rows][TT];  // int32 sums per row and token
+    for (std::size_t r = 0; r < group_rows; ++r) {
+        const std::uint8_t* row = wg + block_bytes * r;
         TERN_PACKED_UNROLL
-        for (int r = 0; r < 2; ++r)
+        for (int t = 0; t < TT; ++t) wide[r][t] = _mm256_setzero_si256();
+        for (std::size_t b0 = 0; b0 < nb; b0 += avx2_int16_blocks) {
+            const std::size_t b1 = std::min(nb, b0 + avx2_int16_blocks);
+            __m256i acc[TT];
             TERN_PACKED_UNROLL
-            for (int t = 0; t < TT; ++t) a2[r][t] = _mm256_setzero_si256();
-        for (std::size_t b = 0; b < nb; ++b) {
-            const std::uint8_t* tile = wg + b * tile_bytes + 64 * pair;
-            TERN_PACKED_UNROLL
-            for (int r = 0; r < 2; ++r) {
-                const __m256i x = load256(tile + 32 * r);
-                const __m256i u0 = _mm256_and_si256(x, m3);
-                const __m256i u1 = _mm256_and_si256(_mm256_srli_epi16(x, 2), m3);
-                const __m256i u2 = _mm256_and_si256(_mm256_srli_epi16(x, 4), m3);
-                const __m256i u3 = _mm256_and_si256(_mm256_srli_epi16(x, 6), m3);
-                TERN_PACKED_UNROLL
-                for (int t = 0; t < TT; ++t) {
-                    const std::int8_t* qb = q + t * ldq + b * block_weights;
-                    const __m256i p = _mm256_add_epi16(
-                        _mm256_add_epi16(_mm256_maddubs_epi16(u0, load256(qb)), _mm256_maddubs_epi16(u1, load256(qb + 32))),
-                        _mm256_add_epi16(_mm256_maddubs_epi16(u2, load256(qb + 64)),
-                                         _mm256_maddubs_epi16(u3, load256(qb + 96))));
-                    a2[r][t] = _mm256_add_epi32(a2[r][t], _mm256_madd_epi16(p, ones));
+            for (int t = 0; t < TT; ++t) acc[t] = _mm256_setzero_si256();
+            if constexpr (TT == avx2_tile_tokens) {
+                avx2_row_8tokens(row + b0 * tile_bytes, b1 - b0, q + b0 * block_weights, ldq, m3, acc);
+            } else {
+                for (std::size_t b = b0; b < b1; ++b) {
+                    __m256i x = load256(row + b * tile_bytes);
+                    const std::int8_t* qb = q + b * block_weights;
+                    TERN_PACKED_UNROLL
+                    for (int s = 0; s < 4; ++s) {
+                        const __m256i u = _mm256_and_si256(x, m3);
+                        x = _mm256_srli_epi16(x, 2);
+                        TERN_PACKED_UNROLL
+                        for (int t = 0; t < TT; ++t)
+                            acc[t] = _mm256_add_epi16(acc[t], _mm256_maddubs_epi16(u, load256(qb + t * ldq + 32 * s)));
+                    }
                 }
             }
-        }
-        TERN_PACKED_UNROLL
-        for (int r = 0; r < 2; ++r)
             TERN_PACKED_UNROLL
-            for (int t = 0; t < TT; ++t) acc[2 * pair + r][t] = a2[r][t];
+            for (int t = 0; t < TT; ++t) wide[r][t] = _mm256_add_epi32(wide[r][t], _mm256_madd_epi16(acc[t], ones));
+        }
     }
     TERN_PACKED_UNROLL
-    for (int t = 0; t < TT; ++t) store4(out + t * ldd, hsum4_epi32(acc[0][t], acc[1][t], acc[2][t], acc[3][t]), sum_q[t]);
+    for (int t = 0; t < TT; ++t)
+        store4(out + t * ldd, hsum4_epi32(wide[0][t], wide[1][t], wide[2][t], wide[3][t]), sum_q[t]);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -380,6 +441,16 @@ TERN_PACKED_TARGET_AVX512 inline void avx512_gemm_tile(const std::uint8_t* wg, s
                sum_q[t]);
 }
 
+/// Tiles::run<TT> for a runtime tt in [1, TT]: the tile sizes below TT serve the last, partial tile.
+template <class Tiles, int TT>
+inline void run_tile(std::size_t tt, const std::uint8_t* wg, std::size_t nb, const std::int8_t* q, std::size_t ldq,
+                     const std::int32_t* sum_q, std::int32_t* out, std::size_t ldd) {
+    if constexpr (TT > 1) {
+        if (tt < std::size_t(TT)) return run_tile<Tiles, TT - 1>(tt, wg, nb, q, ldq, sum_q, out, ldd);
+    }
+    Tiles::template run<TT>(wg, nb, q, ldq, sum_q, out, ldd);
+}
+
 /// Runs Tiles::run<TT> over every token tile (at most MaxTT tokens) and every group of [g0, g1).
 /// Token tiles are the outer loop: a tile's activations stay in L1 while the caller's chunk of
 /// weight groups streams by.
@@ -389,28 +460,9 @@ inline void gemm_driver(const std::uint8_t* w, std::size_t nb, std::size_t g0, s
                         std::int32_t* dots, std::size_t ldd) {
     for (std::size_t t0 = 0; t0 < T; t0 += MaxTT) {
         const std::size_t tt = std::min<std::size_t>(MaxTT, T - t0);
-        for (std::size_t g = g0; g < g1; ++g) {
-            const std::uint8_t* wg = w + g * nb * tile_bytes;
-            const std::int8_t* qt = q + t0 * ldq;
-            const std::int32_t* st = sum_q + t0;
-            std::int32_t* out = dots + t0 * ldd + (g - g0) * group_rows;
-            switch (tt) {
-                case 1: Tiles::template run<1>(wg, nb, qt, ldq, st, out, ldd); break;
-                case 2: Tiles::template run<2>(wg, nb, qt, ldq, st, out, ldd); break;
-                case 3: Tiles::template run<3>(wg, nb, qt, ldq, st, out, ldd); break;
-                case 4: Tiles::template run<4>(wg, nb, qt, ldq, st, out, ldd); break;
-                default:
-                    if constexpr (MaxTT > 4) {
-                        switch (tt) {
-                            case 5: Tiles::template run<5>(wg, nb, qt, ldq, st, out, ldd); break;
-                            case 6: Tiles::template run<6>(wg, nb, qt, ldq, st, out, ldd); break;
-                            case 7: Tiles::template run<7>(wg, nb, qt, ldq, st, out, ldd); break;
-                            default: Tiles::template run<8>(wg, nb, qt, ldq, st, out, ldd); break;
-                        }
-                    }
-                    break;
-            }
-        }
+        for (std::size_t g = g0; g < g1; ++g)
+            run_tile<Tiles, MaxTT>(tt, w + g * nb * tile_bytes, nb, q + t0 * ldq, ldq, sum_q + t0,
+                                   dots + t0 * ldd + (g - g0) * group_rows, ldd);
     }
 }
 
@@ -427,7 +479,7 @@ TERN_PACKED_TILES(avxvnni_tiles, avxvnni_gemm_tile)
 TERN_PACKED_TILES(avx512_tiles, avx512_gemm_tile)
 #undef TERN_PACKED_TILES
 
-inline constexpr kernel_fn kernel_avx2_gemm = gemm_driver<avx2_tiles, 4>;
+inline constexpr kernel_fn kernel_avx2_gemm = gemm_driver<avx2_tiles, avx2_tile_tokens>;
 inline constexpr kernel_fn kernel_avxvnni_gemm = gemm_driver<avxvnni_tiles, 4>;
 inline constexpr kernel_fn kernel_avx512_gemm = gemm_driver<avx512_tiles, 8>;
 
