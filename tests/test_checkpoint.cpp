@@ -95,6 +95,46 @@ TEST_CASE("checkpoint errors name what does not match", "[checkpoint][errors]") 
     REQUIRE_THROWS_WITH(tern::load_checkpoint(temp_file("does_not_exist.safetensors"), m), Catch::Contains("does_not_exist"));
 }
 
+TEST_CASE("checkpoints record and verify the architecture as data", "[checkpoint]") {
+    tern::manual_seed(4);
+    auto model = make_model<tern::absmean_ternary>();
+    const fs::path path = temp_file("architecture.safetensors");
+    tern::save_checkpoint(path, model);
+    const auto file = tern::io::load_safetensors(path);
+    const auto arch = nlohmann::json::parse(file.metadata.at("tern.architecture"));
+    CHECK(arch == tern::architecture(model));
+    REQUIRE(arch["kind"] == "sequential");
+    REQUIRE(arch["layers"].size() == 4);
+    CHECK(arch["layers"][0]["kind"] == "linear");
+    CHECK(arch["layers"][0]["in"] == 4);
+    CHECK(arch["layers"][0]["policy"] == "absmean");
+    CHECK(arch["layers"][2]["kind"] == "layer_norm");
+    // Another policy loads with allow_policy_change; another width does not, policy change or not.
+    auto other_policy = make_model<tern::fp32>();
+    CHECK_NOTHROW(tern::load_checkpoint(path, other_policy, nullptr, {.allow_policy_change = true}));
+    auto wider = make_model<tern::fp32>(7);
+    REQUIRE_THROWS_WITH(tern::load_checkpoint(path, wider, nullptr, {.allow_policy_change = true}),
+                        Catch::Contains("different architecture") && Catch::Contains("\"out\":7"));
+    // A layer option the description leaves implicit still counts (here the norm's eps).
+    auto other_eps = tern::sequential{tern::linear<tern::absmean_ternary>(4, 6, true), tern::relu{},
+                                      tern::layer_norm(6, true, 1e-3f), tern::linear<tern::absmean_ternary>(6, 3, false)};
+    REQUIRE_THROWS_WITH(tern::load_checkpoint(path, other_eps), Catch::Contains("different model"));
+
+    // A checkpoint from before the architecture metadata loads into the same model, same policy.
+    auto old = file;
+    old.metadata.erase("tern.architecture");
+    const fs::path old_path = temp_file("no_architecture.safetensors");
+    tern::io::save_safetensors(old_path, old);
+    auto same = make_model<tern::absmean_ternary>();
+    CHECK_NOTHROW(tern::load_checkpoint(old_path, same));
+    REQUIRE_THROWS_WITH(tern::load_checkpoint(old_path, other_policy, nullptr, {.allow_policy_change = true}),
+                        Catch::Contains("predates 'tern.architecture'"));
+    auto corrupt = file;
+    corrupt.metadata["tern.architecture"] = "{\"kind\": [";
+    tern::io::save_safetensors(old_path, corrupt);
+    REQUIRE_THROWS_WITH(tern::load_checkpoint(old_path, same), Catch::Contains("'tern.architecture' is not valid JSON"));
+}
+
 TEST_CASE("a failed save leaves the existing checkpoint intact", "[checkpoint][errors]") {
     auto model = make_model<tern::fp32>();
     const fs::path path = temp_file("keep.safetensors");

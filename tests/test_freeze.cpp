@@ -267,6 +267,24 @@ TEST_CASE("parameter-free and full-precision layers freeze to forward-only forms
     check_forward_only(tern::learned_positions(5, 8), tokens);
 }
 
+TEST_CASE("a run-time residual describes itself as the compile-time one", "[freeze]") {
+    tern::manual_seed(16);
+    using P = tern::absmean_ternary;
+    // The run-time form of the frozen block reads as the frozen compile-time block.
+    const auto check = [](const auto& block) {
+        tern::inference_model frozen = tern::freeze(tern::sequential{block});
+        REQUIRE(frozen.size() == 1);
+        const std::string want = tern::freeze(block).describe();
+        CHECK(frozen.layer(0).describe() == want);
+        return want;
+    };
+    const std::string plain = check(tern::residual(tern::sequential{tern::linear<P>(8, 8), tern::relu{}}));
+    CHECK(plain.find("shortcut") == std::string::npos);  // the identity shortcut is not mentioned
+    check(tern::residual(tern::linear<P>(8, 8)));
+    CHECK(check(tern::residual(tern::linear<P>(8, 4), tern::linear<P>(8, 4))).find(", shortcut=") !=
+          std::string::npos);
+}
+
 TEST_CASE("a 784x256 ternary layer costs at most 2.1 bits per weight in memory and on disk", "[freeze][size]") {
     tern::manual_seed(1);
     temp_dir dir("tern_test_freeze_");

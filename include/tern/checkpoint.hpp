@@ -3,9 +3,11 @@
 /// @brief Saving and loading models (and optionally optimizer state) as safetensors files.
 ///
 /// A checkpoint holds every parameter and buffer under its model name ("0.weight"), F32, and
-/// metadata: "tern.format", "tern.version", "tern.policy", "tern.model" (the model's description,
-/// layer by layer, with activation bits) plus any entries the caller adds (e.g. the training step).
-/// Loading checks the policy, the description, every name, shape and dtype, and says what differs.
+/// metadata: "tern.format", "tern.version", "tern.policy", "tern.architecture" (the model's
+/// architecture as JSON, tern::architecture: each layer's config()), "tern.model" (its one-line
+/// description, for people) plus any entries the caller adds (e.g. the training step).
+/// Loading checks the policy, the architecture (structured data, never parsed text), every name,
+/// shape and dtype, and says what differs.
 
 #include <filesystem>
 #include <cctype>
@@ -14,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "io/architecture.hpp"
 #include "io/safetensors.hpp"
 #include "optim/optimizer.hpp"
 #include "sequential.hpp"
@@ -31,25 +34,6 @@ struct load_options {
     bool allow_policy_change = false;
 };
 
-namespace detail {
-
-inline std::string strip_policies(const std::string& description) {
-    // "linear<absmean,a8>(4->2)" -> "linear<>(4->2)": drop what stands between a name's '<' and the
-    // next '>' (policy arguments never contain '(' or ')'; the "->" of "(4->2)" is left alone).
-    std::string out;
-    for (std::size_t i = 0; i < description.size(); ++i) {
-        out += description[i];
-        const bool opens = description[i] == '<' && i > 0 && (std::isalnum(static_cast<unsigned char>(description[i - 1])) ||
-                                                               description[i - 1] == '_');
-        if (!opens) continue;
-        const std::size_t close = description.find_first_of("<>()", i + 1);
-        if (close != std::string::npos && description[close] == '>') i = close - 1;
-    }
-    return out;
-}
-
-}  // namespace detail
-
 /// @brief The model's tensors and metadata as a safetensors_data, ready to save or extend.
 template <class Model>
 io::safetensors_data checkpoint_data(Model& model, const detail::optimizer_base* optimizer = nullptr,
@@ -61,6 +45,7 @@ io::safetensors_data checkpoint_data(Model& model, const detail::optimizer_base*
     data.metadata["tern.format"] = checkpoint_format;
     data.metadata["tern.version"] = version_string;
     data.metadata["tern.policy"] = policy_name(model);
+    data.metadata["tern.architecture"] = architecture(model).dump();
     data.metadata["tern.model"] = model.describe();
     return data;
 }
@@ -96,17 +81,29 @@ decoded_model decode_model(const io::safetensors_data& data, Model& model, const
     require(meta("tern.format") == checkpoint_format, source, ": expected checkpoint format '", checkpoint_format,
             "', found ", io::detail::quote(meta("tern.format")));
     const std::string policy = policy_name(model), file_policy = meta("tern.policy");
-    const std::string described = model.describe(), file_described = meta("tern.model");
-    if (options.allow_policy_change) {
-        require(strip_policies(file_described) == strip_policies(described), source,
-                ": the checkpoint holds a different architecture.\n  expected: ", described,
-                "\n  found:    ", io::detail::quote(file_described, described.size() + 40));
-    } else {
+    if (!options.allow_policy_change)
         require(file_policy == policy, source, ": policy mismatch: the model is '", policy, "', the checkpoint is ",
                 io::detail::quote(file_policy), " (convert the model, or load with allow_policy_change)");
+    if (!data.metadata.count("tern.architecture")) {
+        // Written before checkpoints recorded their architecture: only the same model in the same
+        // policy can load it, recognized by its description.
+        const std::string described = model.describe(), file_described = meta("tern.model");
+        require(!options.allow_policy_change, source,
+                ": this checkpoint predates 'tern.architecture' metadata, so it loads only into the same model "
+                "in the same policy (load it that way and save it again to convert it)");
         require(file_described == described, source, ": the checkpoint holds a different model.\n  expected: ",
                 described, "\n  found:    ", io::detail::quote(file_described, described.size() + 40));
     }
+    const nlohmann::json expected = architecture(model);
+    const nlohmann::json found =
+        data.metadata.count("tern.architecture")
+            ? io::detail::parse_json_limited(meta("tern.architecture"), source + ": metadata 'tern.architecture'")
+            : expected;
+    const bool same = options.allow_policy_change ? without_policies(found) == without_policies(expected)
+                                                  : found == expected;
+    require(same, source, ": the checkpoint holds a different ", options.allow_policy_change ? "architecture" : "model",
+            ".\n  expected: ", io::detail::dump_short(expected, 600), "\n  found:    ", io::detail::dump_short(found, 600),
+            "\n  (", model.describe(), ")");
     decoded_model out{model.parameters(), {}};
     const parameter_list& params = out.params;
     std::size_t model_tensors = 0;

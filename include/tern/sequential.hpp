@@ -161,4 +161,12 @@ rebind_t<Model, Q> convert(const Model& model) {
     return rebind_t<Model, Q>(model);
 }
 
+namespace detail {
+/// Whether L is a tern::sequential.
+template <class L>
+struct is_sequential : std::false_type {};
+template <class... Ls>
+struct is_sequential<sequential<Ls...>> : std::true_type {};
+}  // namespace detail
+
 }  // namespace tern

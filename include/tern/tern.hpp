@@ -40,6 +40,7 @@
 #include "optim/schedule.hpp"
 #include "io/safetensors.hpp"
 #include "io/layer_io.hpp"
+#include "io/architecture.hpp"
 #include "checkpoint.hpp"
 #include "continual.hpp"
 #include "deploy/inference_model.hpp"

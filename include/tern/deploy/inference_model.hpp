@@ -198,11 +198,15 @@ public:
 
     void forward(const tensor& x, tensor& y) { y = detail::run_layers(layers_, x); }
     tensor forward(const tensor& x) { return detail::run_layers(layers_, x); }
+    /// As the compile-time parts read: one layer as itself, several as sequential(...).
     std::string describe() const {
+        if (layers_.size() == 1) return layers_[0]->describe();
         std::string s;
         for (std::size_t i = 0; i < layers_.size(); ++i) s += (i ? ", " : "") + layers_[i]->describe();
-        return "[" + s + "]";
+        return "sequential(" + s + ")";
     }
+    /// An empty list computes y = x: the identity shortcut of a residual.
+    bool is_identity() const { return layers_.empty(); }
     const layer_list& layers() const { return layers_; }
     layer_list& layers() { return layers_; }
 
@@ -357,14 +361,6 @@ void register_erased_kind(const L&) {}
 
 namespace detail {
 
-template <class L>
-struct is_sequential : std::false_type {};
-template <class... Ls>
-struct is_sequential<sequential<Ls...>> : std::true_type {};
-template <class L>
-struct is_residual : std::false_type {};
-template <class B, class S>
-struct is_residual<residual<B, S>> : std::true_type {};
 
 /// Appends the run-time form of the frozen compile-time layer @p l to @p out: a sequential's
 /// layers one by one, nothing for the identity, a residual over the run-time forms of its

@@ -365,9 +365,7 @@ public:
     static constexpr const char* kind() { return trainable || !Policy::ternary ? "conv2d" : "ternary_conv2d"; }
     /// Channels, kernel, stride, padding, dilation and the projection's "in" (C_in*k*k), "out",
     /// "bias", "policy" (and "activation_bits"); the projection's tensors are the layer's.
-    nlohmann::json config() const
-        requires(!trainable)
-    {
+    nlohmann::json config() const {
         nlohmann::json c = {{"kind", kind()},         {"in_channels", in_},     {"out_channels", out_},
                             {"kernel", k_},           {"stride", opt_.stride}, {"padding", opt_.padding},
                             {"dilation", opt_.dilation}};

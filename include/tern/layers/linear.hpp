@@ -100,9 +100,7 @@ public:
     /// @{
     /// "ternary_linear" for packed ternary weights, "linear" for full-precision ones.
     static constexpr const char* kind() { return trainable || !Policy::ternary ? "linear" : "ternary_linear"; }
-    nlohmann::json config() const
-        requires(!trainable)
-    {
+    nlohmann::json config() const {
         nlohmann::json c = {{"kind", kind()}};
         core_.add_config(c);
         return c;

@@ -11,6 +11,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "../kernels/fp16.hpp"
 #include "../kernels/gemm.hpp"
 #include "../parameter.hpp"
@@ -166,6 +168,16 @@ public:
 
     /// s_w of the last forward pass (ternary policies only).
     float last_weight_scale() const { return weight_scale_; }
+
+    /// Adds "in", "out", "bias", "policy" (and "activation_bits" when ternary) to @p c: the same
+    /// fields as the frozen projection's, so a checkpoint and a packed file describe a layer alike.
+    void add_config(nlohmann::json& c) const {
+        c["in"] = in_;
+        c["out"] = out_;
+        c["bias"] = has_bias();
+        c["policy"] = std::string(Policy::name);
+        if constexpr (Policy::ternary) c["activation_bits"] = ActBits;
+    }
 
     static std::string policy_string() {
         std::string s(Policy::name);

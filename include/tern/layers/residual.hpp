@@ -69,8 +69,13 @@ public:
     }
 
     std::string describe() const {
-        return "residual(" + body_.describe() +
-               (std::is_same_v<Shortcut, identity> ? "" : ", shortcut=" + shortcut_.describe()) + ")";
+        return "residual(" + body_.describe() + (identity_shortcut() ? "" : ", shortcut=" + shortcut_.describe()) + ")";
+    }
+    /// Whether the shortcut is y = x (tern::identity, or a run-time shortcut with no layers).
+    bool identity_shortcut() const {
+        if constexpr (std::is_same_v<Shortcut, identity>) return true;
+        else if constexpr (requires { shortcut_.is_identity(); }) return shortcut_.is_identity();
+        else return false;
     }
 
     Body& body() { return body_; }
@@ -83,5 +88,13 @@ private:
     Shortcut shortcut_;
     bool training_ = true;
 };
+
+namespace detail {
+/// Whether L is a tern::residual.
+template <class L>
+struct is_residual : std::false_type {};
+template <class B, class S>
+struct is_residual<residual<B, S>> : std::true_type {};
+}  // namespace detail
 
 }  // namespace tern
