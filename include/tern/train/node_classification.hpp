@@ -114,7 +114,7 @@ struct node_training_options {
     /// parameters; 0 trains every epoch and keeps the last parameters.
     std::size_t patience = 0;
     /// Called after every epoch with (epoch, training loss, validation accuracy).
-    std::function<void(std::size_t, float, double)> on_epoch;
+    std::function<void(std::size_t, float, double)> on_epoch{};
 };
 
 /// @brief What a training run reached (accuracies of the parameters the model ends with).
