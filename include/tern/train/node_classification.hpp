@@ -121,7 +121,7 @@ struct node_training_options {
 struct node_training_result {
     double train_accuracy = 0, validation_accuracy = 0, test_accuracy = 0;
     float final_loss = 0;
-    std::size_t epochs_run = 0, best_epoch = 0;
+    std::size_t epochs_run = 0, best_epoch = 0;  ///< best_epoch: 0 when no validation ran (no patience, no on_epoch)
 };
 
 /// @brief Trains @p model (input: the node features [nodes, F]; output: logits [nodes, C]) on the
@@ -156,6 +156,7 @@ node_training_result train_node_classifier(Model& model, const tensor& features,
         backward_parameters(model, loss.backward());
         opt.step();
         result.epochs_run = epoch;
+        if (!options.patience && !options.on_epoch) continue;  // nobody reads the validation accuracy
         const double val = masked_accuracy(evaluate(), labels, split.validation);
         if (options.on_epoch) options.on_epoch(epoch, result.final_loss, val);
         if (val > best) {
