@@ -4,7 +4,7 @@
 # (hidden 16) training epochs with the spec's BitLinear, same threads. For each policy tern and
 # PyTorch alternate REPS times; the table shows medians and the median ratio PyTorch ms / tern ms
 # (above 1: tern is faster).
-# Usage: benchmarks/sparse_vs_pytorch.sh [BUILD_DIR] [DATA_DIR] [THREADS] [REPS]
+# Usage: [POLICIES="fp32 absmean"] benchmarks/sparse_vs_pytorch.sh [BUILD_DIR] [DATA_DIR] [THREADS] [REPS]
 set -euo pipefail
 build=${1:-build}
 data=${2:-debian_graph_data}
@@ -19,7 +19,7 @@ trap 'rm -rf "$dump"' EXIT
 "$bench" --data "$data" --threads "$threads" --reps 1 --dump "$dump" > /dev/null
 echo "Debian graph, $threads thread(s), $reps alternating repetitions (medians; ratio = PyTorch ms / tern ms)"
 printf "%-10s %-14s %10s %12s %8s\n" policy measure tern_ms pytorch_ms ratio
-for policy in fp32 fp16 absmean absmedian; do
+for policy in ${POLICIES:-fp32 fp16 absmean absmedian}; do
   results=""
   for ((r = 0; r < reps; r++)); do
     t=$("$bench" --data "$data" --threads "$threads" --policy "$policy" --reps 5 | tail -n 1)
@@ -34,6 +34,6 @@ for key in ("spmm_ms_16", "spmm_ms_64", "spmm_ms_256", "sgc_epoch_ms", "gcn_epoc
     t = [json.loads(a)[key] for a, _ in rows]
     p = [json.loads(b)[key] for _, b in rows]
     ratio = statistics.median(b / a for a, b in zip(t, p))
-    print(f"{policy:<10} {key[:-3]:<14} {statistics.median(t):10.1f} {statistics.median(p):12.1f} {ratio:7.2f}x")
+    print(f"{policy:<10} {key.replace('_ms', ''):<14} {statistics.median(t):10.1f} {statistics.median(p):12.1f} {ratio:7.2f}x")
 PY
 done
