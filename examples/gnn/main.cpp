@@ -167,8 +167,9 @@ void export_model(Model& model, const loaded_data& d, const settings& s) {
         // SGC: the packed linear layer on S^K X, which the file's test inputs hold a few rows of.
         auto& layer = model.template layer<0>();
         const tern::tensor& propagated = layer.propagate_features(d.g.features);
-        tern::sequential linear_only{tern::linear<P>(layer.inner())};
-        tern::inference_model m = tern::freeze(linear_only);
+        // Frozen straight from the trained layer: copying the trained linear would copy its
+        // activation buffers for all nodes as well.
+        tern::inference_model m = tern::sequential{tern::linear<tern::frozen<P>>(layer.inner())};
         const std::vector<std::size_t> rows = {0, 1, 2, 3};
         tern::save_packed_model(s.export_path, m, {.test_inputs = gather_rows(propagated, rows, 0, 4), .metadata = {}});
     } else if constexpr (requires { model.template layer<0>().vocab_size(); }) {
