@@ -86,6 +86,47 @@ private:
     std::vector<int> labels_;
 };
 
+/// @brief Softmax cross-entropy over a subset of the rows of logits [N, C]: the labelled nodes of
+/// a graph (a training mask), averaged over that subset; the other rows get no gradient.
+class masked_cross_entropy {
+public:
+    /// @param labels one class per row (rows outside @p rows are not read).
+    /// @param rows the rows that count (each at most once, all below N).
+    /// @throws tern::error for a row outside the logits, an empty subset, or a bad label.
+    float forward(const tensor& logits, const std::vector<int>& labels, const std::vector<std::size_t>& rows) {
+        detail::require(logits.dimension() == 2, "masked_cross_entropy: expected logits [rows, classes], got shape ",
+                        detail::shape_string(logits.shape()));
+        const std::size_t N = logits.shape()[0], C = logits.shape()[1];
+        detail::require(labels.size() == N, "masked_cross_entropy: expected ", N, " labels (one per row), got ",
+                        labels.size());
+        detail::require(!rows.empty(), "masked_cross_entropy: expected at least one row in the mask");
+        tensor picked = tensor::from_shape({rows.size(), C});
+        std::vector<int> picked_labels(rows.size());
+        for (std::size_t i = 0; i < rows.size(); ++i) {
+            detail::require(rows[i] < N, "masked_cross_entropy: mask row ", rows[i], " is outside the ", N, " rows");
+            std::copy_n(logits.data() + rows[i] * C, C, picked.data() + i * C);
+            picked_labels[i] = labels[rows[i]];
+        }
+        rows_ = rows;
+        shape_ = {N, C};
+        return inner_.forward(picked, picked_labels);
+    }
+
+    /// dL/dlogits [N, C]: the subset's softmax gradient in its rows, zero elsewhere.
+    tensor backward() const {
+        const tensor g = inner_.backward();
+        tensor out = zeros(shape_);
+        const std::size_t C = shape_[1];
+        for (std::size_t i = 0; i < rows_.size(); ++i) std::copy_n(g.data() + i * C, C, out.data() + rows_[i] * C);
+        return out;
+    }
+
+private:
+    softmax_cross_entropy inner_;
+    std::vector<std::size_t> rows_;
+    shape_t shape_;
+};
+
 /// @brief Mean squared error, averaged over all elements.
 class mse_loss {
 public:

@@ -56,7 +56,7 @@ const target& find_target(std::string_view name);
 /// which tern only reads). Returns the number of files written.
 std::size_t write_seeds(const std::filesystem::path& dir);
 
-// The targets (defined in harness_data.cpp and harness_models.cpp).
+// The targets (defined in harness_data.cpp, harness_models.cpp and harness_graphs.cpp).
 verdict run_idx(const std::uint8_t* data, std::size_t size);
 verdict run_idx_gzip(const std::uint8_t* data, std::size_t size);
 verdict run_cifar(const std::uint8_t* data, std::size_t size);
@@ -66,6 +66,8 @@ verdict run_checkpoint(const std::uint8_t* data, std::size_t size);
 verdict run_checkpoint_adam(const std::uint8_t* data, std::size_t size);
 verdict run_checkpoint_policy(const std::uint8_t* data, std::size_t size);
 verdict run_packed(const std::uint8_t* data, std::size_t size);
+verdict run_linqs(const std::uint8_t* data, std::size_t size);
+verdict run_ogb(const std::uint8_t* data, std::size_t size);
 
 namespace detail {
 
@@ -84,6 +86,7 @@ void accepted();
 
 std::size_t write_data_seeds(const std::filesystem::path& dir);
 std::size_t write_model_seeds(const std::filesystem::path& dir);
+std::size_t write_graph_seeds(const std::filesystem::path& dir);
 
 }  // namespace detail
 

@@ -33,6 +33,8 @@ const std::vector<target>& targets() {
         {"checkpoint_adam", run_checkpoint_adam},
         {"checkpoint_policy", run_checkpoint_policy},
         {"packed", run_packed},
+        {"linqs", run_linqs},
+        {"ogb", run_ogb},
     };
     return all;
 }
@@ -44,7 +46,7 @@ const target& find_target(std::string_view name) {
 }
 
 std::size_t write_seeds(const std::filesystem::path& dir) {
-    return detail::write_data_seeds(dir) + detail::write_model_seeds(dir);
+    return detail::write_data_seeds(dir) + detail::write_model_seeds(dir) + detail::write_graph_seeds(dir);
 }
 
 namespace detail {

@@ -23,6 +23,8 @@ const std::map<std::string, std::string> expected_errors = {
     {"checkpoint_adam/late-failure.safetensors", "no tensor named 'optimizer.1.3.weight'"},
     {"packed/pool-padding-2p63.tern", "field 'padding': expected an integer in 0..4096"},
     {"packed/nested-architecture.tern", "nests JSON arrays and objects deeper than 64 levels"},
+    {"linqs/unknown-edge.txt", "g.cites' line 2: node id 'zz' is not in the content file"},
+    {"ogb/huge-index-overlap.txt", "edge.csv' line 1: expected node indices in 0..1"},
 };
 
 fs::path regressions_dir() { return fs::path(TERN_FUZZ_REGRESSIONS_DIR); }

@@ -15,6 +15,9 @@
 ///     K mod 128 columns as a row-major code stream; each present only when non-empty; "scale" F32
 ///     [1] (s_w), "bias" F32 [N] if any;
 ///   - linear / conv2d in a full-precision policy: "weight" F32 [N, K], "bias" F32 [N] if any;
+///   - embedding_bag (config "in" = vocabulary, "out" = width, "mean"): "table" F32 [in, out] in a
+///     full-precision policy; in a ternary one "codes" U8 [in * out] (code + 1, one byte each) and
+///     "step" F32 [1] (the table value of code 1);
 ///   - layer_norm / rms_norm: "weight" (gain), "bias" (shift, layer_norm) F32 [features] when affine;
 ///   - batch_norm2d: "weight", "bias", "running_mean", "running_var" F32 [channels];
 ///   - optional embedded test cases: "test.inputs" F32 [n, ...], "test.outputs" F32 [n, ...].
@@ -47,6 +50,7 @@
 #include "../version.hpp"
 #include "../layers/batch_norm.hpp"
 #include "../layers/conv2d.hpp"
+#include "../layers/embedding_bag.hpp"
 #include "../layers/pooling.hpp"
 #include "freeze.hpp"
 #include "language_model.hpp"
@@ -85,6 +89,7 @@ inline void register_builtin_layer_kinds() {
                                     absmedian_ternary>();
         register_policy_layer_kinds<conv2d, 8, fp32, fp16, fp32_prenorm, fp16_prenorm, absmean_ternary,
                                     absmedian_ternary>();
+        register_policy_layer_kinds<embedding_bag, 8, fp32, fp16, absmean_ternary, absmedian_ternary>();
         register_layer_kind<frozen_layer_t<relu>>();
         register_layer_kind<frozen_layer_t<gelu>>();
         register_layer_kind<frozen_layer_t<silu>>();
