@@ -102,8 +102,7 @@ decoded_model decode_model(const io::safetensors_data& data, Model& model, const
     const bool same = options.allow_policy_change ? without_policies(found) == without_policies(expected)
                                                   : found == expected;
     require(same, source, ": the checkpoint holds a different ", options.allow_policy_change ? "architecture" : "model",
-            ".\n  expected: ", io::detail::dump_short(expected, 600), "\n  found:    ", io::detail::dump_short(found, 600),
-            "\n  (", model.describe(), ")");
+            ".\n  expected: ", io::detail::dump_short(expected, 600), "\n  found:    ", io::detail::dump_short(found, 600));
     decoded_model out{model.parameters(), {}};
     const parameter_list& params = out.params;
     std::size_t model_tensors = 0;
