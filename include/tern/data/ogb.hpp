@@ -2,7 +2,7 @@
 /// @file data/ogb.hpp
 /// @brief OGB-style node property prediction data (ogbn-arxiv and the like) from CSV files.
 ///
-/// The files, in DIR itself or in OGB's own layout (DIR/raw/ and DIR/split/<name>/), decompressed
+/// The files, in DIR itself or in OGB's own layout (`DIR/raw/` and `DIR/split/NAME/`), decompressed
 /// (`gunzip -k`: tern reads plain text):
 /// - `edge.csv`: one edge per line, `a,b` (0-based node indices);
 /// - `node-feat.csv`: one line per node, F comma-separated numbers (F the same on every line);
