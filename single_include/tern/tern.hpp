@@ -14361,7 +14361,7 @@ namespace tern::data {
 
 namespace detail {
 
-/// DIR/<name>, DIR/raw/<name> or DIR/split/<any>/<name>, whichever exists first; a gzipped copy
+/// `DIR/NAME`, `DIR/raw/NAME` or `DIR/split/ANY/NAME`, whichever exists first; a gzipped copy
 /// alone is an error that says to decompress it.
 inline std::filesystem::path find_ogb_file(const std::filesystem::path& dir, const std::string& name) {
     std::vector<std::filesystem::path> candidates = {dir / name, dir / "raw" / name};
