@@ -2999,6 +2999,17 @@ private:
 
 namespace tern::detail {
 
+/// Adds "in", "out", "bias", "policy" (and "activation_bits" when ternary) to @p c: the
+/// configuration of a projection in policy P, trained or frozen.
+template <class P, int ActBits>
+void projection_config(nlohmann::json& c, std::size_t in, std::size_t out, bool bias) {
+    c["in"] = in;
+    c["out"] = out;
+    c["bias"] = bias;
+    c["policy"] = std::string(P::name);
+    if constexpr (P::ternary) c["activation_bits"] = ActBits;
+}
+
 /// y[T x N] = x[T x K] W^T (+ b): the full-precision product of the training and frozen projections.
 inline void dense_product(const float* x, std::size_t T, std::size_t K, const float* w, std::size_t N,
                           const float* bias, float* y) {
@@ -3145,15 +3156,9 @@ public:
     /// s_w of the last forward pass (ternary policies only).
     float last_weight_scale() const { return weight_scale_; }
 
-    /// Adds "in", "out", "bias", "policy" (and "activation_bits" when ternary) to @p c: the same
-    /// fields as the frozen projection's, so a checkpoint and a packed file describe a layer alike.
-    void add_config(nlohmann::json& c) const {
-        c["in"] = in_;
-        c["out"] = out_;
-        c["bias"] = has_bias();
-        c["policy"] = std::string(Policy::name);
-        if constexpr (Policy::ternary) c["activation_bits"] = ActBits;
-    }
+    /// Adds the projection's fields to @p c (projection_config), as the frozen projection does,
+    /// so a checkpoint and a packed file describe a layer alike.
+    void add_config(nlohmann::json& c) const { projection_config<Policy, ActBits>(c, in_, out_, has_bias()); }
 
     static std::string policy_string() {
         std::string s(Policy::name);
@@ -5491,13 +5496,7 @@ public:
     }
 
     /// Adds "in", "out", "bias", "policy" (and "activation_bits" when ternary) to @p c.
-    void add_config(nlohmann::json& c) const {
-        c["in"] = in_;
-        c["out"] = out_;
-        c["bias"] = has_bias();
-        c["policy"] = std::string(P::name);
-        if constexpr (P::ternary) c["activation_bits"] = ActBits;
-    }
+    void add_config(nlohmann::json& c) const { projection_config<P, ActBits>(c, in_, out_, has_bias()); }
 
     /// Ternary: "packed" (body), "packed_rows" (strip), "packed_cols" (tail), each only when
     /// non-empty (see packed::split_matrix), and "scale" F32 [1]. Full precision: "weight" F32
@@ -8830,21 +8829,21 @@ public:
             });
             return up_.backward(da);
         } else {
-        tensor dg(detail::to_shape(da.shape()));
-        float* dgv = dg.data();
-        const float *sv = silu_.data(), *uv = h_.data();
-        detail::elementwise_parallel(n, [&](std::size_t lo, std::size_t hi) {
-            for (std::size_t i = lo; i < hi; ++i) {
-                dgv[i] = dav[i] * uv[i] * d1[i];
-                dav[i] *= sv[i];  // d up
-            }
-        });
-        tensor dx = up_.backward(da);
-        const tensor dxg = gate_.backward(dg);
-        float* out = dx.data();
-        const float* add = dxg.data();
-        for (std::size_t i = 0, m = dx.size(); i < m; ++i) out[i] += add[i];
-        return dx;
+            tensor dg(detail::to_shape(da.shape()));
+            float* dgv = dg.data();
+            const float *sv = silu_.data(), *uv = h_.data();
+            detail::elementwise_parallel(n, [&](std::size_t lo, std::size_t hi) {
+                for (std::size_t i = lo; i < hi; ++i) {
+                    dgv[i] = dav[i] * uv[i] * d1[i];
+                    dav[i] *= sv[i];  // d up
+                }
+            });
+            tensor dx = up_.backward(da);
+            const tensor dxg = gate_.backward(dg);
+            float* out = dx.data();
+            const float* add = dxg.data();
+            for (std::size_t i = 0, m = dx.size(); i < m; ++i) out[i] += add[i];
+            return dx;
         }
     }
 

@@ -95,13 +95,7 @@ public:
     }
 
     /// Adds "in", "out", "bias", "policy" (and "activation_bits" when ternary) to @p c.
-    void add_config(nlohmann::json& c) const {
-        c["in"] = in_;
-        c["out"] = out_;
-        c["bias"] = has_bias();
-        c["policy"] = std::string(P::name);
-        if constexpr (P::ternary) c["activation_bits"] = ActBits;
-    }
+    void add_config(nlohmann::json& c) const { projection_config<P, ActBits>(c, in_, out_, has_bias()); }
 
     /// Ternary: "packed" (body), "packed_rows" (strip), "packed_cols" (tail), each only when
     /// non-empty (see packed::split_matrix), and "scale" F32 [1]. Full precision: "weight" F32

@@ -23,6 +23,17 @@
 
 namespace tern::detail {
 
+/// Adds "in", "out", "bias", "policy" (and "activation_bits" when ternary) to @p c: the
+/// configuration of a projection in policy P, trained or frozen.
+template <class P, int ActBits>
+void projection_config(nlohmann::json& c, std::size_t in, std::size_t out, bool bias) {
+    c["in"] = in;
+    c["out"] = out;
+    c["bias"] = bias;
+    c["policy"] = std::string(P::name);
+    if constexpr (P::ternary) c["activation_bits"] = ActBits;
+}
+
 /// y[T x N] = x[T x K] W^T (+ b): the full-precision product of the training and frozen projections.
 inline void dense_product(const float* x, std::size_t T, std::size_t K, const float* w, std::size_t N,
                           const float* bias, float* y) {
@@ -169,15 +180,9 @@ public:
     /// s_w of the last forward pass (ternary policies only).
     float last_weight_scale() const { return weight_scale_; }
 
-    /// Adds "in", "out", "bias", "policy" (and "activation_bits" when ternary) to @p c: the same
-    /// fields as the frozen projection's, so a checkpoint and a packed file describe a layer alike.
-    void add_config(nlohmann::json& c) const {
-        c["in"] = in_;
-        c["out"] = out_;
-        c["bias"] = has_bias();
-        c["policy"] = std::string(Policy::name);
-        if constexpr (Policy::ternary) c["activation_bits"] = ActBits;
-    }
+    /// Adds the projection's fields to @p c (projection_config), as the frozen projection does,
+    /// so a checkpoint and a packed file describe a layer alike.
+    void add_config(nlohmann::json& c) const { projection_config<Policy, ActBits>(c, in_, out_, has_bias()); }
 
     static std::string policy_string() {
         std::string s(Policy::name);
