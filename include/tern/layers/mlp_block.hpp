@@ -198,21 +198,21 @@ public:
             });
             return up_.backward(da);
         } else {
-        tensor dg(detail::to_shape(da.shape()));
-        float* dgv = dg.data();
-        const float *sv = silu_.data(), *uv = h_.data();
-        detail::elementwise_parallel(n, [&](std::size_t lo, std::size_t hi) {
-            for (std::size_t i = lo; i < hi; ++i) {
-                dgv[i] = dav[i] * uv[i] * d1[i];
-                dav[i] *= sv[i];  // d up
-            }
-        });
-        tensor dx = up_.backward(da);
-        const tensor dxg = gate_.backward(dg);
-        float* out = dx.data();
-        const float* add = dxg.data();
-        for (std::size_t i = 0, m = dx.size(); i < m; ++i) out[i] += add[i];
-        return dx;
+            tensor dg(detail::to_shape(da.shape()));
+            float* dgv = dg.data();
+            const float *sv = silu_.data(), *uv = h_.data();
+            detail::elementwise_parallel(n, [&](std::size_t lo, std::size_t hi) {
+                for (std::size_t i = lo; i < hi; ++i) {
+                    dgv[i] = dav[i] * uv[i] * d1[i];
+                    dav[i] *= sv[i];  // d up
+                }
+            });
+            tensor dx = up_.backward(da);
+            const tensor dxg = gate_.backward(dg);
+            float* out = dx.data();
+            const float* add = dxg.data();
+            for (std::size_t i = 0, m = dx.size(); i < m; ++i) out[i] += add[i];
+            return dx;
         }
     }
 
